@@ -1,0 +1,53 @@
+"""What a problem builds for one run: the model, the data on the device, the loss.
+
+A task is deliberately small (AlgoPerf's Workload without the framework): the training loop in
+:mod:`optbench.trainer` needs only ``model``, ``train`` (a tuple of tensors indexed by example),
+``splits`` for evaluation and ``loss``. Data lives on the device as whole tensors and batches are
+made by indexing, so there is no DataLoader and no host round trip per step.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable
+
+import torch
+
+Tensors = tuple[torch.Tensor, ...]
+# loss(model, batch) -> (mean loss over the batch, mean accuracy over the batch or None)
+LossFn = Callable[[torch.nn.Module, Tensors], tuple[torch.Tensor, torch.Tensor | None]]
+
+
+@dataclasses.dataclass
+class Task:
+    model: torch.nn.Module
+    train: Tensors
+    splits: dict[str, Tensors]  # "train_eval", "valid", "test"
+    loss: LossFn
+    l2: float = 0.0  # DeepOBS-style L2: the loss gets l2/2 * sum of squared weights (biases excluded)
+    eval_batch_size: int = 4096
+
+    @property
+    def n_train(self) -> int:
+        return int(self.train[0].shape[0])
+
+    def regularizer(self) -> torch.Tensor | None:
+        if not self.l2:
+            return None
+        weights = [p for n, p in self.model.named_parameters() if p.ndim > 1]
+        return 0.5 * self.l2 * sum((w * w).sum() for w in weights)
+
+
+def split_indices(n: int, fractions: tuple[float, float], seed: int) -> tuple[torch.Tensor, ...]:
+    """Fixed train/valid/test split of ``n`` examples; the seed is the *problem's*, not the run's."""
+    g = torch.Generator().manual_seed(seed)
+    perm = torch.randperm(n, generator=g)
+    n_valid, n_test = int(round(fractions[0] * n)), int(round(fractions[1] * n))
+    return perm[n_valid + n_test:], perm[:n_valid], perm[n_valid:n_valid + n_test]
+
+
+def classification_loss(model: torch.nn.Module, batch: Tensors) -> tuple[torch.Tensor, torch.Tensor]:
+    x, y = batch
+    logits = model(x)
+    loss = torch.nn.functional.cross_entropy(logits, y)
+    accuracy = (logits.argmax(dim=-1) == y).float().mean()
+    return loss, accuracy

@@ -1,0 +1,65 @@
+"""P1 quadratic_deep, exactly as DeepOBS defines it (numpy RandomState(42) for Q, 42/43 for data).
+
+The loss of one example x is ½(θ−x)ᵀQ(θ−x); Q = RᵀDR with 90 eigenvalues U(0,1) and 10 U(30,60)
+and a Haar-random rotation R (subgroup algorithm, as in DeepOBS). Train data: 1000 draws of
+N(0, 0.6²I) from seed 42; test: seed 43; train_eval is the train set. θ starts at 1.
+There is no validation set in DeepOBS' quadratic; we evaluate "valid" on a third fixed draw (seed 44)
+so that selection on validation never peeks at test data (a documented choice).
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from optbench.problems.base import Task
+
+
+def random_rotation(dim: int, rng: np.random.RandomState) -> np.ndarray:
+    """Haar-random rotation by the Diaconis–Shahshahani subgroup algorithm (DeepOBS' construction)."""
+    t = 2 * np.pi * rng.uniform()
+    rot = np.array([[np.cos(t), np.sin(t)], [-np.sin(t), np.cos(t)]])
+    for d in range(2, dim):
+        v = rng.normal(size=(d + 1, 1))
+        v = v / np.sqrt(v.T @ v)
+        e = np.concatenate((np.array([[1.0]]), np.zeros((d, 1))), axis=0)
+        x = (e - v) / np.sqrt((e - v).T @ (e - v))
+        big = np.vstack([np.hstack([[[1.0]], np.zeros((1, d))]), np.hstack([np.zeros((d, 1)), rot])])
+        rot = big - 2 * np.outer(x, x.T @ big)
+    return -rot
+
+
+def deep_hessian(dim: int = 100) -> np.ndarray:
+    rng = np.random.RandomState(42)
+    n_big = dim // 10
+    eig = np.concatenate((rng.uniform(0.0, 1.0, dim - n_big), rng.uniform(30.0, 60.0, n_big)))
+    rot = random_rotation(dim, rng)
+    return rot.T @ np.diag(eig) @ rot
+
+
+class Quadratic(torch.nn.Module):
+    def __init__(self, hessian: np.ndarray):
+        super().__init__()
+        self.theta = torch.nn.Parameter(torch.ones(hessian.shape[0]))
+        self.register_buffer("hessian", torch.tensor(hessian, dtype=torch.float32))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        diff = self.theta - x
+        return 0.5 * ((diff @ self.hessian) * diff).sum(dim=1)
+
+
+def quadratic_loss(model, batch):
+    return model(batch[0]).mean(), None
+
+
+def build_quadratic_deep(spec, args, seed, device="cpu") -> Task:
+    dim, n, noise = int(args["dim"]), int(args["train_size"]), float(args["noise_level"])
+
+    def draw(s: int) -> torch.Tensor:
+        x = np.float32(np.random.RandomState(s).normal(0.0, noise, (n, dim)))
+        return torch.from_numpy(x).to(device)
+
+    train = draw(42)
+    torch.manual_seed(seed)  # nothing random in the model; kept so every problem seeds the same way
+    model = Quadratic(deep_hessian(dim)).to(device)
+    return Task(model=model, train=(train,), splits={"train_eval": (train,), "valid": (draw(44),),
+                                                     "test": (draw(43),)}, loss=quadratic_loss)

@@ -1,0 +1,188 @@
+"""Per-task HDF5 result files: one writer per file, appended per evaluation.
+
+Layout of ``results/<task>.h5`` (one file per array task, written by that task alone, so no
+HDF5 locking is needed on NFS)::
+
+    /runs/<run_id>            group, attributes: record (JSON), status, started, finished,
+                              wall_time, host, versions (JSON), job_id, attempts, error
+    /runs/<run_id>/evals      1-D compound dataset, one row per evaluation (EVAL_DTYPE),
+                              resizable; row 0 is the evaluation before training
+
+Every operation opens the file, writes and closes it. A task killed with ``kill -9`` between two
+evaluations leaves a closed, consistent file; one killed inside a write loses at most the row
+being written (and an unreadable file is moved aside by the worker, never deleted).
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+import h5py
+import numpy as np
+
+EVAL_FIELDS = ("epoch", "step", "lr", "train_loss", "train_accuracy", "valid_loss", "valid_accuracy",
+               "test_loss", "test_accuracy", "minibatch_loss", "wall_time")
+EVAL_DTYPE = np.dtype([("epoch", "<i4"), ("step", "<i8")] + [(f, "<f8") for f in EVAL_FIELDS[2:]])
+#: run statuses written by workers; "diverged" is a finished run whose loss became NaN/inf
+STATUSES = ("running", "finished", "diverged", "failed")
+DONE = ("finished", "diverged")
+RESULTS_DIR = "results"
+
+
+def eval_row(values: Mapping[str, float]) -> np.ndarray:
+    row = np.zeros(1, dtype=EVAL_DTYPE)
+    for f in EVAL_FIELDS:
+        row[f] = values.get(f, np.nan)
+    return row
+
+
+class TaskFile:
+    """The result file of one array task. Each method is one open–write–close."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+
+    def _open(self, mode: str = "a") -> h5py.File:
+        return h5py.File(self.path, mode)
+
+    def check_readable(self) -> None:
+        """Raise OSError if the file exists but HDF5 cannot read it."""
+        if self.path.exists():
+            with self._open("r") as f:
+                for rid in f.get("runs", {}):
+                    f["runs"][rid].attrs.get("status")
+
+    def begin_run(self, run_id: str, record_json: str, attrs: Mapping[str, Any]) -> None:
+        with self._open() as f:
+            g = f.require_group("runs").require_group(run_id)
+            if "evals" not in g:
+                g.create_dataset("evals", shape=(0,), maxshape=(None,), dtype=EVAL_DTYPE, chunks=(64,))
+                g.attrs["started"] = time.time()
+                g.attrs["attempts"] = 0
+            g.attrs["record"] = record_json
+            g.attrs["status"] = "running"
+            g.attrs["attempts"] = int(g.attrs.get("attempts", 0)) + 1
+            for k, v in attrs.items():
+                g.attrs[k] = v
+
+    def set_rows(self, run_id: str, rows: np.ndarray) -> None:
+        """Make the run's rows exactly ``rows`` (used on resume: drop rows newer than the checkpoint)."""
+        with self._open() as f:
+            ds = f["runs"][run_id]["evals"]
+            ds.resize((len(rows),))
+            if len(rows):
+                ds[:] = rows
+
+    def append(self, run_id: str, row: np.ndarray) -> int:
+        with self._open() as f:
+            ds = f["runs"][run_id]["evals"]
+            n = ds.shape[0]
+            ds.resize((n + 1,))
+            ds[n] = row[0]
+            f.flush()
+            return n + 1
+
+    def set_status(self, run_id: str, status: str, **attrs: Any) -> None:
+        assert status in STATUSES, status
+        with self._open() as f:
+            g = f["runs"][run_id]
+            g.attrs["status"] = status
+            for k, v in attrs.items():
+                g.attrs[k] = v
+
+    def run_ids(self) -> list[str]:
+        if not self.path.exists():
+            return []
+        with self._open("r") as f:
+            return list(f.get("runs", {}))
+
+    def status_of(self, run_id: str) -> str | None:
+        if not self.path.exists():
+            return None
+        with self._open("r") as f:
+            g = f.get("runs", {}).get(run_id)
+            return None if g is None else str(g.attrs.get("status"))
+
+    def rows(self, run_id: str) -> np.ndarray:
+        with self._open("r") as f:
+            return f["runs"][run_id]["evals"][()]
+
+
+def scan_file(path: Path) -> list[dict[str, Any]]:
+    """Attributes and row count of every run in one result file (raises OSError if unreadable)."""
+    out = []
+    with h5py.File(path, "r") as f:
+        runs = f.get("runs")
+        if runs is None:
+            return out
+        for rid, g in runs.items():
+            a = g.attrs
+            out.append({"run_id": rid, "status": str(a.get("status", "")), "n_evals": g["evals"].shape[0],
+                        "file": path.name, "attempts": int(a.get("attempts", 0)),
+                        "requeues": int(a.get("requeues", 0)), "error": str(a.get("error", "")),
+                        "host": str(a.get("host", "")), "job_id": str(a.get("job_id", "")),
+                        "wall_time": float(a.get("wall_time", np.nan))})
+    return out
+
+
+def result_files(study_dir: str | Path) -> list[Path]:
+    d = Path(study_dir) / RESULTS_DIR
+    return sorted(d.glob("*.h5")) if d.is_dir() else []
+
+
+def scan_results(study_dir: str | Path) -> tuple[dict[str, dict[str, Any]], list[tuple[Path, str]]]:
+    """The best-known state of every run found in the study's result files, and the unreadable files.
+
+    A run can appear in several files (a task killed before finishing, then re-submitted in a
+    new chunk); a finished copy wins over an unfinished one.
+    """
+    rank = {"finished": 3, "diverged": 3, "failed": 2, "running": 1}
+    state: dict[str, dict[str, Any]] = {}
+    bad: list[tuple[Path, str]] = []
+    for path in result_files(study_dir):
+        try:
+            entries = scan_file(path)
+        except (OSError, KeyError, RuntimeError) as e:
+            bad.append((path, str(e).splitlines()[0] if str(e) else type(e).__name__))
+            continue
+        for e in entries:
+            old = state.get(e["run_id"])
+            if old is None or rank.get(e["status"], 0) > rank.get(old["status"], 0):
+                state[e["run_id"]] = e
+    return state, bad
+
+
+def versions() -> str:
+    import platform
+
+    v = {"python": platform.python_version(), "numpy": np.__version__, "h5py": h5py.__version__}
+    try:
+        import torch
+
+        v["torch"] = torch.__version__
+    except ImportError:
+        pass
+    try:
+        from optbench import __version__
+
+        v["optbench"] = __version__
+    except ImportError:
+        pass
+    return json.dumps(v, sort_keys=True)
+
+
+def ensure_writable(directory: Path) -> None:
+    """Fail early, with the path, if results cannot be written (read-only or missing mount)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    probe = directory / f".write-probe-{os.getpid()}"
+    probe.write_bytes(b"x")
+    probe.unlink()
+
+
+def iter_curves(path: Path) -> Iterable[tuple[str, dict[str, Any], np.ndarray]]:
+    with h5py.File(path, "r") as f:
+        for rid, g in f.get("runs", {}).items():
+            yield rid, dict(g.attrs), g["evals"][()]

@@ -1,0 +1,154 @@
+"""What runs inside one array task: train a chunk of runs, skipping finished ones.
+
+:class:`ChunkRunner` is a submitit ``Checkpointable``: on Slurm's timeout or preemption signal
+the training loop checkpoints the current run at a step boundary and submitit requeues the task
+with the same arguments; the restarted task skips finished runs and resumes the interrupted one.
+
+Failure semantics, per run:
+- the loss becomes NaN/inf → status ``diverged``: a result, curve kept, never retried;
+- an exception in training (out of memory, a bug, bad data) → status ``failed`` with the error,
+  the task goes on with its other runs; ``optbench submit`` retries failed runs up to the
+  study's retry limit;
+- the process dies (kill -9, node loss) → the run stays ``running`` with its lease released; the
+  requeued or re-submitted task resumes it from its last checkpoint.
+"""
+from __future__ import annotations
+
+import os
+import socket
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import submitit
+
+from optbench import planner
+from optbench.checkpoint import CheckpointStore
+from optbench.interrupt import Interrupt
+from optbench.leases import RunLease
+from optbench.storage import DONE, RESULTS_DIR, TaskFile, ensure_writable, versions
+
+
+def task_file_for(study_dir: Path, task_name: str) -> TaskFile:
+    """The task's own result file; an unreadable one is moved aside (never deleted) and a new one begun."""
+    results = study_dir / RESULTS_DIR
+    ensure_writable(results)
+    tf = TaskFile(results / f"{task_name}.h5")
+    try:
+        tf.check_readable()
+    except (OSError, KeyError, RuntimeError) as e:
+        aside = tf.path.with_name(f"{tf.path.name}.corrupt-{int(time.time())}")
+        os.replace(tf.path, aside)
+        print(f"optbench: result file {tf.path} unreadable ({e}); moved to {aside}; its runs will resume "
+              "from their checkpoints", flush=True)
+    return tf
+
+
+class _FileSink:
+    def __init__(self, tf: TaskFile, run_id: str):
+        self.tf, self.run_id = tf, run_id
+
+    def rows_restored(self, rows: np.ndarray) -> None:
+        self.tf.set_rows(self.run_id, rows)
+
+    def append(self, row: np.ndarray) -> None:
+        self.tf.append(self.run_id, row)
+
+
+def job_id() -> str:
+    env = os.environ
+    if "SLURM_ARRAY_JOB_ID" in env:
+        return f"{env['SLURM_ARRAY_JOB_ID']}_{env.get('SLURM_ARRAY_TASK_ID', '')}"
+    return env.get("SLURM_JOB_ID", f"local-{os.getpid()}")
+
+
+def pick_device(prefer: str = "auto") -> str:
+    import torch
+
+    if prefer == "cpu":
+        return "cpu"
+    if torch.cuda.is_available():
+        return "cuda"
+    if prefer == "cuda":
+        raise RuntimeError("a GPU was requested but torch sees none (CUDA_VISIBLE_DEVICES="
+                           f"{os.environ.get('CUDA_VISIBLE_DEVICES')!r})")
+    return "cpu"
+
+
+class ChunkRunner(submitit.helpers.Checkpointable):
+    """Train ``run_ids`` of the study in ``study_dir`` into ``results/<task_name>.h5``."""
+
+    def __call__(self, study_dir: str, task_name: str, run_ids: list[str],
+                 options: dict[str, Any] | None = None) -> dict[str, Any]:
+        import torch
+
+        opts = dict(options or {})
+        threads = int(opts.get("threads") or os.environ.get("SLURM_CPUS_PER_TASK") or 0)
+        if threads:
+            torch.set_num_threads(threads)
+        device = pick_device(opts.get("device", "auto"))
+        study = Path(study_dir)
+        plan = planner.load_plan(study, verify=False)
+        plan = plan[plan["run_id"].isin(run_ids)]
+        records = planner.records(plan)
+        tf = task_file_for(study, task_name)
+        ckpts = CheckpointStore(study)
+        interrupt = Interrupt().install()
+        summary: dict[str, Any] = {"trained": [], "skipped": [], "failed": [], "device": device}
+        restarts = int(os.environ.get("SLURM_RESTART_COUNT", "0"))
+        try:
+            for rid in run_ids:
+                rec = records.get(rid)
+                if rec is None or not rec.resolved:
+                    summary["skipped"].append(rid)
+                    continue
+                lease = RunLease(study, rid)
+                if not lease.acquire():
+                    summary["skipped"].append(rid)  # another live task is training it
+                    continue
+                with lease:
+                    done = lease.outcome()
+                    if (done and done.get("status") in DONE) or tf.status_of(rid) in DONE:
+                        summary["skipped"].append(rid)
+                        continue
+                    tf.begin_run(rid, rec.to_json(), {"host": socket.gethostname(), "job_id": job_id(),
+                                                      "versions": versions(), "device": device,
+                                                      "requeues": restarts})
+                    t0 = time.time()
+                    try:
+                        status = train_one(rec, tf, ckpts, interrupt, device, opts)
+                    except Exception as e:  # the run's own failure: record it, keep the task going
+                        err = f"{type(e).__name__}: {e}"
+                        tf.set_status(rid, "failed", error=err, traceback=traceback.format_exc()[-4000:],
+                                      finished=time.time())
+                        lease.record_outcome(status="failed", file=tf.path.name, error=err)
+                        summary["failed"].append(rid)
+                        print(f"optbench: run {rid} failed: {err}", flush=True)
+                        continue
+                    tf.set_status(rid, status, finished=time.time(), wall_time=time.time() - t0)
+                    lease.record_outcome(status=status, file=tf.path.name)
+                    if not opts.get("keep_checkpoints", False):
+                        ckpts.remove(rid)
+                    summary["trained"].append(rid)
+        finally:
+            interrupt.uninstall()
+        return summary
+
+
+def train_one(rec, tf: TaskFile, ckpts: CheckpointStore, interrupt: Interrupt, device: str,
+              opts: dict[str, Any]) -> str:
+    from optbench.trainer import train_run
+
+    rid = rec.run_id
+
+    def checkpoint(state):
+        if state is None:
+            return ckpts.load(rid)
+        ckpts.save(rid, state)
+        return None
+
+    return train_run(rec, sink=_FileSink(tf, rid), checkpoint=checkpoint, interrupt=interrupt, device=device,
+                     checkpoint_every_s=float(opts.get("checkpoint_every_s", 300.0)),
+                     checkpoint_every_epoch=bool(opts.get("checkpoint_every_epoch", True)))
