@@ -91,7 +91,7 @@ def write_plan(study: Study, out_dir: str | Path, progress=print) -> pd.DataFram
     out = Path(out_dir)
     existing = out / PLAN_FILE
     if existing.exists():
-        with h5py.File(existing, "r") as f:
+        with h5py.File(existing, "r", locking=False) as f:
             old_name = f.attrs.get("study", "")
         if old_name != study.name:
             raise PlanError(f"{out}: holds the plan of study {old_name!r}, not {study.name!r}; use another directory")
@@ -104,7 +104,7 @@ def write_plan(study: Study, out_dir: str | Path, progress=print) -> pd.DataFram
                         "check for repeated seeds or settings")
     out.mkdir(parents=True, exist_ok=True)
     tmp = out / f".{PLAN_FILE}.tmp{os.getpid()}"
-    with h5py.File(tmp, "w") as f:
+    with h5py.File(tmp, "w", locking=False) as f:
         f.attrs["study"] = study.name
         f.attrs["format_version"] = FORMAT_VERSION
         f.attrs["created"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
@@ -145,7 +145,7 @@ def load_plan(study_dir: str | Path, verify: bool = True) -> pd.DataFrame:
     """
     path = plan_path(study_dir)
     try:
-        with h5py.File(path, "r") as f:
+        with h5py.File(path, "r", locking=False) as f:
             cols = {}
             for name in f:
                 data = f[name][()]

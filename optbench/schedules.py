@@ -11,6 +11,7 @@ given step so the one training loop handles both kinds.
 """
 from __future__ import annotations
 
+import math
 from typing import Callable
 
 import numpy as np
@@ -39,8 +40,12 @@ def cosine_warm_restarts(num_epochs: int, first_cycle: int = 10) -> np.ndarray:
 
 
 def trapezoidal(num_epochs: int) -> np.ndarray:
-    """Linear warm-up over W = round(0.1 N) epochs, flat, then linear decay to 1/(W+1) (not 0)."""
-    n, w = num_epochs, max(1, int(round(0.1 * num_epochs)))
+    """Linear warm-up over W = round(0.1 N) epochs, flat, then linear decay to 1/(W+1) (not 0).
+
+    W rounds half up on N/10 (N = 25 → 3, N = 35 → 4); Python's ``round(0.1 * N)`` would round
+    halves to even and see 0.1·35 as 3.5000000000000004, giving 2 for N = 25 but 4 for N = 35.
+    """
+    n, w = num_epochs, max(1, math.floor(num_epochs / 10 + 0.5))
     f = np.ones(n + 1)
     for e in range(1, n + 1):
         if e <= w:

@@ -8,6 +8,11 @@ one trial sequence, hence nested.
 - ``random``: independent uniforms per hyperparameter name, seeded from (sampler_seed, name).
 - ``halton``: a scrambled Halton sequence (scipy.stats.qmc) over one global list of dimensions,
   shifted by a random vector modulo 1 (Cranley–Patterson), as Choi et al. used after Bousquet et al.
+
+Decoupled learning-rate coordinates (Choi et al., spec §2): as ε → ∞ Adam/NAdam follow Momentum
+with effective step α/ε and RMSProp with η/√ε, so a search may sample (ε, α/ε) or (ε, η/√ε)
+instead of (ε, lr). :data:`DECOUPLED_LR` names them; :func:`resolve_decoupled` turns a sampled
+setting back into ``lr`` (``OptimizerSpec.setting`` does this).
 """
 from __future__ import annotations
 
@@ -23,6 +28,42 @@ from optbench.record import derive_seed
 DIMENSIONS = ("lr", "momentum", "beta1", "beta2", "eps", "rho", "initial_accumulator_value",
               "final_lr", "gamma", "alpha", "k", "decay_steps_factor", "end_factor", "lr_over_eps",
               "lr_over_sqrt_eps")
+
+
+#: decoupled coordinate -> power p of ε in lr = coordinate·ε^p (Adam/NAdam: α/ε; RMSProp: η/√ε)
+DECOUPLED_LR: dict[str, float] = {"lr_over_eps": 1.0, "lr_over_sqrt_eps": 0.5}
+
+
+def lr_from_decoupled(coordinate: str, value: float, eps: float) -> float:
+    """The learning rate of a decoupled coordinate: ``lr_over_eps``·ε or ``lr_over_sqrt_eps``·√ε."""
+    return float(value) * float(eps) ** _power(coordinate)
+
+
+def decoupled_from_lr(coordinate: str, lr: float, eps: float) -> float:
+    """Inverse of :func:`lr_from_decoupled`: lr/ε or lr/√ε."""
+    return float(lr) / float(eps) ** _power(coordinate)
+
+
+def _power(coordinate: str) -> float:
+    try:
+        return DECOUPLED_LR[coordinate]
+    except KeyError:
+        raise ValueError(f"unknown decoupled coordinate {coordinate!r} ({', '.join(DECOUPLED_LR)})") from None
+
+
+def resolve_decoupled(setting: Mapping[str, float], eps_default: float | None = None) -> dict[str, float]:
+    """``setting`` with its decoupled coordinate replaced by ``lr`` (ε from the setting, else the default)."""
+    out = dict(setting)
+    present = [c for c in DECOUPLED_LR if c in out]
+    if not present:
+        return out
+    if len(present) > 1 or "lr" in out:
+        raise ValueError(f"give one of lr, {', '.join(DECOUPLED_LR)}; got {sorted(present + ['lr'] * ('lr' in out))}")
+    eps = out.get("eps", eps_default)
+    if eps is None:
+        raise ValueError(f"{present[0]} needs eps")
+    out["lr"] = lr_from_decoupled(present[0], out.pop(present[0]), eps)
+    return out
 
 
 @dataclasses.dataclass(frozen=True)

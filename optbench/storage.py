@@ -32,6 +32,26 @@ DONE = ("finished", "diverged")
 RESULTS_DIR = "results"
 
 
+def open_h5(path: str | Path, mode: str = "r", retries: int = 5) -> h5py.File:
+    """Open without HDF5's own file locking, retrying briefly.
+
+    Each file has one writer by construction (its array task), so HDF5's POSIX locks add nothing
+    but failures: they are unsupported on many NFS mounts, and a reader (``optbench status``) holding
+    a shared lock would make the writer's open fail. A reader that catches a file mid-write gets
+    an error and retries.
+    """
+    delay = 0.05
+    for attempt in range(retries + 1):
+        try:
+            return h5py.File(path, mode, locking=False)
+        except (BlockingIOError, OSError) as e:
+            if attempt == retries or isinstance(e, FileNotFoundError) or (mode == "r" and not Path(path).exists()):
+                raise
+            time.sleep(delay)
+            delay *= 2
+    raise AssertionError("unreachable")
+
+
 def eval_row(values: Mapping[str, float]) -> np.ndarray:
     row = np.zeros(1, dtype=EVAL_DTYPE)
     for f in EVAL_FIELDS:
@@ -46,7 +66,7 @@ class TaskFile:
         self.path = Path(path)
 
     def _open(self, mode: str = "a") -> h5py.File:
-        return h5py.File(self.path, mode)
+        return open_h5(self.path, mode)
 
     def check_readable(self) -> None:
         """Raise OSError if the file exists but HDF5 cannot read it."""
@@ -114,7 +134,7 @@ class TaskFile:
 def scan_file(path: Path) -> list[dict[str, Any]]:
     """Attributes and row count of every run in one result file (raises OSError if unreadable)."""
     out = []
-    with h5py.File(path, "r") as f:
+    with open_h5(path, "r", retries=2) as f:
         runs = f.get("runs")
         if runs is None:
             return out
@@ -151,7 +171,12 @@ def scan_results(study_dir: str | Path) -> tuple[dict[str, dict[str, Any]], list
         for e in entries:
             old = state.get(e["run_id"])
             if old is None or rank.get(e["status"], 0) > rank.get(old["status"], 0):
+                if old is not None:  # attempts and requeues add up over every file the run appears in
+                    e = {**e, "attempts": e["attempts"] + old["attempts"], "requeues": e["requeues"] + old["requeues"]}
                 state[e["run_id"]] = e
+            else:
+                old["attempts"] += e["attempts"]
+                old["requeues"] += e["requeues"]
     return state, bad
 
 
@@ -183,6 +208,6 @@ def ensure_writable(directory: Path) -> None:
 
 
 def iter_curves(path: Path) -> Iterable[tuple[str, dict[str, Any], np.ndarray]]:
-    with h5py.File(path, "r") as f:
+    with open_h5(path, "r") as f:
         for rid, g in f.get("runs", {}).items():
             yield rid, dict(g.attrs), g["evals"][()]

@@ -80,3 +80,91 @@ register(ProblemSpec(
     impl="optbench.problems.char_rnn:build_shakespeare_char_rnn",
     args={"hidden": 128, "layers": 2, "seq_len": 50, "num_chars": 5_000_000, "dropout": 0.2},
 ))
+
+
+# --- Crowded Valley problems and offline extras
+# P2–P8 of Crowded Valley (DeepOBS' TensorFlow problems, see docs/problems.md for every detail and
+# every choice). They read their files from the data directory: the argument `data_dir`, else
+# $OPTBENCH_DATA_DIR, else ~/optbench-data (optbench.problems.datasets). Common arguments:
+# n_valid / train_eval_size (DeepOBS: the size of the test set), max_train (0 = all; for smoke tests).
+_IMAGE_ARGS = {"data_dir": "", "n_valid": 10_000, "train_eval_size": 10_000, "max_train": 0}
+
+register(ProblemSpec(
+    name="mnist_vae",
+    description="P2: DeepOBS VAE (3 conv encoder, 8 latents, 3 deconv decoder) on MNIST",
+    batch_size=64, num_epochs=50, metric="loss",
+    impl="optbench.problems.vae:build_mnist_vae",
+    args=dict(_IMAGE_ARGS), l2=None, dataset="mnist",
+))
+register(ProblemSpec(
+    name="fmnist_2c2d",
+    description="P3: 2 conv + 2 dense layers on Fashion-MNIST",
+    batch_size=128, num_epochs=100, metric="accuracy",
+    impl="optbench.problems.convnets:build_fmnist_2c2d",
+    args=dict(_IMAGE_ARGS), l2=None, dataset="fmnist",
+))
+register(ProblemSpec(
+    name="cifar10_3c3d",
+    description="P4: 3 conv + 3 dense layers on CIFAR-10 with DeepOBS' data augmentation",
+    batch_size=128, num_epochs=100, metric="accuracy",
+    impl="optbench.problems.convnets:build_cifar10_3c3d",
+    args={**_IMAGE_ARGS, "augment": True}, l2=0.002, dataset="cifar10",
+))
+register(ProblemSpec(
+    name="fmnist_vae",
+    description="P5: DeepOBS VAE on Fashion-MNIST",
+    batch_size=64, num_epochs=100, metric="loss",
+    impl="optbench.problems.vae:build_fmnist_vae",
+    args=dict(_IMAGE_ARGS), l2=None, dataset="fmnist",
+))
+register(ProblemSpec(
+    name="cifar100_allcnnc",
+    description="P6: All-CNN-C (dropout 0.2 input, 0.5 between blocks) on CIFAR-100 with augmentation",
+    batch_size=256, num_epochs=350, metric="accuracy",
+    impl="optbench.problems.convnets:build_cifar100_allcnnc",
+    args={**_IMAGE_ARGS, "augment": True}, l2=5e-4, dataset="cifar100",
+))
+register(ProblemSpec(
+    name="svhn_wrn164",
+    description="P7: Wide ResNet 16-4 (BN decay 0.9) on SVHN with augmentation",
+    batch_size=128, num_epochs=160, metric="accuracy",
+    impl="optbench.problems.convnets:build_svhn_wrn164",
+    # train_images: DeepOBS' converter keeps the first 64,000 of the 73,257 training images (0 = all)
+    args={**_IMAGE_ARGS, "n_valid": 26_032, "train_eval_size": 26_032, "train_images": 64_000, "augment": True},
+    l2=5e-4, dataset="svhn",
+))
+register(ProblemSpec(
+    name="tolstoi_char_rnn",
+    description="P8: 2-layer LSTM (128 units, keep_prob 0.8) on War and Peace characters, seq 50, vocab 83",
+    batch_size=50, num_epochs=200, metric="accuracy",
+    impl="optbench.problems.tolstoi:build_tolstoi_char_rnn",
+    # sizes in characters: DeepOBS' train_eval_size (= valid size) is the test set's 653,237
+    args={"data_dir": "", "n_valid": 653_237, "train_eval_size": 653_237, "max_train": 0, "vocab": 83,
+          "seq_len": 50, "hidden": 128, "layers": 2, "keep_prob": 0.8},
+    l2=None, dataset="tolstoi",
+))
+
+# Offline extras: same interface, no files.
+register(ProblemSpec(
+    name="mnist1d_mlp",
+    description="MNIST-1D generated offline by mnist1d.make_dataset, MLP 40-100-100-10",
+    batch_size=100, num_epochs=100, metric="accuracy",
+    impl="optbench.problems.mnist1d_mlp:build_mnist1d_mlp",
+    args={"num_samples": 5000, "data_seed": 42, "n_valid": 500, "hidden": 100},
+))
+_TOKEN_ARGS = {"vocab": 1024, "zipf_exponent": 1.0, "determinism": 0.5, "n_train_tokens": 1_048_576,
+               "n_eval_tokens": 65_536, "seq_len": 32, "width": 128, "activation": "relu", "data_seed": 0}
+register(ProblemSpec(
+    name="uniform_tokens_lm",
+    description="next-token MLP on a synthetic Markov token stream with a uniform vocabulary",
+    batch_size=64, num_epochs=10, metric="loss",
+    impl="optbench.problems.token_lm:build_token_lm",
+    args={**_TOKEN_ARGS, "distribution": "uniform"},
+))
+register(ProblemSpec(
+    name="zipf_tokens_lm",
+    description="next-token MLP on a synthetic Markov token stream with a Zipf (heavy-tailed) vocabulary",
+    batch_size=64, num_epochs=10, metric="loss",
+    impl="optbench.problems.token_lm:build_token_lm",
+    args={**_TOKEN_ARGS, "distribution": "zipf"},
+))

@@ -1,0 +1,125 @@
+"""The ``optbench`` command: plan, submit, status, report.
+
+Errors a user can cause print one line (``optbench: error: …``) and exit 2, with no traceback
+and nothing written. ``plan``, ``status`` and ``report`` never import torch (login nodes).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from optbench.errors import OptbenchError
+
+
+def _print(msg: str) -> None:
+    print(msg, flush=True)
+
+
+def cmd_plan(args) -> int:
+    from optbench import planner
+    from optbench.study import load_study
+
+    study = load_study(args.study)
+    if args.dry_run:
+        df = planner.records_to_frame(planner.expand(study))
+        print(planner.breakdown(df))
+        return 0
+    df = planner.write_plan(study, args.output, progress=_print)
+    print(planner.breakdown(df))
+    return 0
+
+
+def cmd_submit(args) -> int:
+    from optbench import dispatch
+    from optbench.profiles import load_profile
+
+    profile = load_profile(args.profile, args.executor)
+    study_dir = Path(args.study_dir)
+    while True:
+        sub = dispatch.submit(study_dir, profile, progress=_print, dry_run=args.dry_run)
+        print(sub.message, flush=True)
+        if args.dry_run or not sub.jobs:
+            break
+        if not (args.wait or profile.executor == "local"):
+            print(f"follow progress with: optbench status {study_dir}")
+            break
+        dispatch.wait(study_dir, sub, progress=_print, poll_s=args.poll)
+        # a finished wave may have made re-runs resolvable: go round again until nothing is left
+    return 0
+
+
+def cmd_status(args) -> int:
+    from optbench.status import print_status
+
+    return print_status(Path(args.study_dir), verbose=args.verbose)
+
+
+def cmd_report(args) -> int:
+    from optbench import planner
+
+    planner.plan_path(args.study_dir)
+    from analysis.report import write_report
+
+    try:
+        path = write_report(args.study_dir, rule=args.rule, progress=_print)
+    except RuntimeError as e:
+        raise OptbenchError(str(e)) from None
+    print(f"report written: {path.resolve()}")
+    summary = path.parent / "summary.txt"
+    if summary.exists():
+        print(summary.read_text().rstrip())
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="optbench", description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="command", required=True)
+
+    sp = sub.add_parser("plan", help="expand a study file into its run table")
+    sp.add_argument("study", help="study file (TOML), e.g. jobs/quickstart.toml")
+    sp.add_argument("-o", "--output", required=False, help="study directory to write (plan.h5 …)")
+    sp.add_argument("--dry-run", action="store_true", help="print the counts, write nothing")
+    sp.set_defaults(func=cmd_plan)
+
+    sp = sub.add_parser("submit", help="dispatch the runs that are not done (Slurm arrays or local processes)")
+    sp.add_argument("study_dir")
+    sp.add_argument("--executor", choices=["local", "slurm"], default=None,
+                    help="override the profile's executor (default: the profile's, else local)")
+    sp.add_argument("--profile", default=None, help="executor profile, e.g. slurm/profiles/gpu-cluster.toml")
+    sp.add_argument("--wait", action="store_true",
+                    help="block until done, submitting re-runs as their tuning results arrive (always on for local)")
+    sp.add_argument("--dry-run", action="store_true", help="show the arrays, call no sbatch")
+    sp.add_argument("--poll", type=float, default=5.0, help="seconds between progress lines with --wait")
+    sp.set_defaults(func=cmd_submit)
+
+    sp = sub.add_parser("status", help="counts of planned / running / finished / failed runs")
+    sp.add_argument("study_dir")
+    sp.add_argument("-v", "--verbose", action="store_true", help="list failed runs with their errors")
+    sp.set_defaults(func=cmd_status)
+
+    sp = sub.add_parser("report", help="write report.html, figures and tables")
+    sp.add_argument("study_dir")
+    sp.add_argument("--rule", choices=["last", "best"], default="last",
+                    help="final performance: last evaluation or best-validation evaluation")
+    sp.set_defaults(func=cmd_report)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command == "plan" and not args.dry_run and not args.output:
+        parser.error("plan: -o/--output DIR is required (or --dry-run)")
+    try:
+        return args.func(args)
+    except OptbenchError as e:
+        print(f"optbench: error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("optbench: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,58 @@
+"""The state of every planned run, read from the result files (not from polling the scheduler).
+
+States: ``finished`` and ``diverged`` (done: a curve to analyse), ``failed`` (an error; retried
+by ``optbench submit`` up to the profile's limit), ``running`` (a live process holds the run's
+lease), ``interrupted`` (started, no live holder: it resumes from its checkpoint when its task is
+requeued or the study is re-submitted), ``planned`` (not started), ``waiting`` (a re-run whose
+best setting is not known yet).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from optbench.leases import RunLease
+from optbench.storage import DONE, scan_results
+
+STATES = ("finished", "diverged", "failed", "running", "interrupted", "planned", "waiting")
+
+
+def run_states(study_dir: str | Path, plan: pd.DataFrame) -> tuple[pd.DataFrame, list]:
+    """One row per planned run: state, file, attempts, requeues, error; and the unreadable files."""
+    found, bad = scan_results(study_dir)
+    out = plan[["run_id", "problem", "optimizer", "schedule", "budget", "kind", "resolved"]].copy()
+    states, files, attempts, requeues, errors, n_evals = [], [], [], [], [], []
+    for rid, resolved in zip(out["run_id"], out["resolved"]):
+        e = found.get(rid)
+        if e is None:
+            st = "planned" if resolved else "waiting"
+            if resolved and RunLease(study_dir, rid).is_held_elsewhere():
+                st = "running"
+            states.append(st)
+            files.append("")
+            attempts.append(0)
+            requeues.append(0)
+            errors.append("")
+            n_evals.append(0)
+            continue
+        st = e["status"]
+        if st == "running":
+            st = "running" if RunLease(study_dir, rid).is_held_elsewhere() else "interrupted"
+        states.append(st)
+        files.append(e["file"])
+        attempts.append(e["attempts"])
+        requeues.append(e["requeues"])
+        errors.append(e["error"])
+        n_evals.append(e["n_evals"])
+    out["state"] = states
+    out["file"] = files
+    out["attempts"] = attempts
+    out["requeues"] = requeues
+    out["error"] = errors
+    out["n_evals"] = n_evals
+    return out, bad
+
+
+def is_done(state: str) -> bool:
+    return state in DONE

@@ -1,0 +1,95 @@
+"""The planner: run counts, stable content-hash ids, the plan file and its public API."""
+from __future__ import annotations
+
+import json
+
+import h5py
+import numpy as np
+import pytest
+
+from optbench import planner
+from optbench.errors import PlanError
+from optbench.record import RunRecord, derive_seed
+from optbench.study import load_study, parse_study
+from tests.conftest import ROOT
+
+REQUIRED = ["run_id", "problem", "optimizer", "schedule", "budget", "trial", "seed", "batch_size", "num_epochs"]
+
+
+def test_crowded_valley_plans_53760_runs():
+    study = load_study(ROOT / "jobs" / "crowded_valley.toml")
+    df = planner.records_to_frame(planner.expand(study))
+    assert len(df) == 8 * 15 * 4 * 112 == 53_760
+    per_triple = df.groupby(["problem", "optimizer", "schedule"]).size()
+    assert (per_triple == 112).all()
+    t = df[(df.problem == "fmnist_2c2d") & (df.optimizer == "adam") & (df.schedule == "cosine")]
+    assert (t.kind == "oneshot").sum() == 10 and sorted(t[t.kind == "oneshot"].seed) == list(range(42, 52))
+    assert (t.kind == "tuning").sum() == 75 and set(t[t.kind == "tuning"].seed) == {42}
+    assert (t.kind == "rerun").sum() == 27
+    # nested prefixes: a trial carries the smallest budget that holds it
+    tune = t[t.kind == "tuning"].set_index("trial")["budget"]
+    assert set(tune[tune.index < 25]) == {"small"} and set(tune[(tune.index >= 25) & (tune.index < 50)]) == {"medium"}
+    assert df["run_id"].is_unique
+
+
+def test_ids_are_content_hashes_and_stable(tiny_study, tmp_path):
+    study = load_study(tiny_study)
+    a = planner.write_plan(study, tmp_path / "a", progress=lambda m: None)
+    b = planner.write_plan(study, tmp_path / "b", progress=lambda m: None)
+    assert list(a.run_id) == list(b.run_id)
+    r = planner.record_from_row(a.iloc[0].to_dict())
+    # changing any field of the record changes the id
+    import dataclasses
+
+    for field, value in [("seed", 7), ("num_epochs", 3), ("problem", "digits_mlp"), ("schedule", "cosine")]:
+        assert dataclasses.replace(r, **{field: value}).run_id != r.run_id
+    assert r.with_hparams({"lr": 0.5}).run_id != r.run_id
+
+
+def test_rerun_identity_ignores_hparams():
+    r = RunRecord("s", "p", "adam", "none", "small", "rerun", -1, 43, 32, 2)
+    assert r.with_hparams({"lr": 0.1}).run_id == r.run_id
+    assert not r.resolved and r.with_hparams({"lr": 0.1}).resolved
+
+
+def test_derive_seed_streams_independent():
+    assert derive_seed(42, "init") != derive_seed(42, "data/0") != derive_seed(43, "init")
+    assert derive_seed(42, "init") == derive_seed(42, "init")
+
+
+def test_load_plan_columns_and_deferred(tiny_study, tmp_path):
+    planner.write_plan(load_study(tiny_study), tmp_path / "s", progress=lambda m: None)
+    df = planner.load_plan(tmp_path / "s")
+    for col in REQUIRED + ["hp_lr"]:
+        assert col in df.columns
+    # 2 optimizers x (1 oneshot + 2 tuning + 1 rerun)
+    assert len(df) == 8
+    reruns = df[df.kind == "rerun"]
+    assert len(reruns) == 2 and reruns["hp_lr"].isna().all() and not reruns["resolved"].any()
+    assert df[df.kind != "rerun"]["hp_lr"].notna().all()
+    # tuning draws share lr across optimizers (common random numbers)
+    tune = df[df.kind == "tuning"].sort_values(["trial", "optimizer"])
+    lr = tune.pivot(index="trial", columns="optimizer", values="hp_lr")
+    np.testing.assert_array_equal(lr["adam"], lr["sgd"])
+
+
+def test_plan_edited_by_hand_is_detected(tiny_study, tmp_path):
+    planner.write_plan(load_study(tiny_study), tmp_path / "s", progress=lambda m: None)
+    with h5py.File(tmp_path / "s" / "plan.h5", "a") as f:
+        f["seed"][0] = 999
+    with pytest.raises(PlanError, match="edited by hand"):
+        planner.load_plan(tmp_path / "s")
+
+
+def test_replanning_another_study_into_a_directory_is_refused(tiny_study, tmp_path, write_study):
+    planner.write_plan(load_study(tiny_study), tmp_path / "s", progress=lambda m: None)
+    other = write_study(tiny_study.read_text().replace('name = "tiny"', 'name = "other"'), "other.toml")
+    with pytest.raises(PlanError, match="holds the plan of study 'tiny'"):
+        planner.write_plan(load_study(other), tmp_path / "s", progress=lambda m: None)
+
+
+def test_study_keeps_source_copy(tiny_study, tmp_path):
+    planner.write_plan(load_study(tiny_study), tmp_path / "s", progress=lambda m: None)
+    assert (tmp_path / "s" / "study.toml").read_text() == tiny_study.read_text()
+    with h5py.File(tmp_path / "s" / "plan.h5") as f:
+        assert json.loads(f.attrs["budgets"]) == [["small", 2]]
