@@ -115,7 +115,9 @@ class ChunkRunner(submitit.helpers.Checkpointable):
                         continue
                     tf.begin_run(rid, rec.to_json(), {"host": socket.gethostname(), "job_id": job_id(),
                                                       "versions": versions(), "device": device,
-                                                      "requeues": restarts})
+                                                      "requeues": restarts, "threads": torch.get_num_threads(),
+                                                      "cuda_visible_devices":
+                                                          os.environ.get("CUDA_VISIBLE_DEVICES", "")})
                     t0 = time.time()
                     try:
                         status = train_one(rec, tf, ckpts, interrupt, device, opts)

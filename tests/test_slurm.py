@@ -1,0 +1,222 @@
+"""Dispatch, requeue and time limits against the real local Slurm cluster (slurm/test.sh).
+
+The cluster runs with MaxArraySize 50, 4 advertised CPUs, 2 fake GPUs, KillWait 5 s and
+cred_expire 10 s, and with accounting (slurmdbd), so these tests see what a real cluster does.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from optbench import dispatch, planner
+from optbench.profiles import load_profile
+from optbench.state import run_states
+from optbench.storage import EVAL_FIELDS, scan_results
+from tests.conftest import ROOT
+
+pytestmark = pytest.mark.slurm
+PROFILE = ROOT / "slurm" / "profiles" / "local-cluster.toml"
+OPTBENCH = [sys.executable, "-m", "optbench"]
+METRICS = [f for f in EVAL_FIELDS if f != "wall_time"]
+
+
+def cli(*args, timeout=900):
+    r = subprocess.run(OPTBENCH + [str(a) for a in args], capture_output=True, text=True, timeout=timeout)
+    return r
+
+
+def wait_done(study_dir: Path, timeout: float, n_expected: int | None = None) -> "pd.DataFrame":  # noqa: F821
+    plan = planner.load_plan(study_dir, verify=False)
+    t0 = time.time()
+    while True:
+        states, _ = run_states(study_dir, plan)
+        if states["state"].isin(["finished", "diverged", "failed"]).all():
+            return states
+        assert time.time() - t0 < timeout, states["state"].value_counts().to_dict()
+        time.sleep(2)
+
+
+def profile_file(tmp_path: Path, **overrides) -> Path:
+    text = PROFILE.read_text()
+    for k, v in overrides.items():
+        line = f"{k} = {json.dumps(v)}"
+        if f"\n{k} =" in text:
+            import re
+
+            text = re.sub(rf"\n{k} = [^\n]*", "\n" + line, text)
+        else:
+            text += line + "\n"
+    p = tmp_path / "profile.toml"
+    p.write_text(text)
+    return p
+
+
+STUDY_300 = """
+name = "three_hundred"
+problems = ["quadratic_deep"]
+optimizers = ["sgd", "momentum", "adam"]
+schedules = ["none", "cosine"]
+[problem_settings.quadratic_deep]
+num_epochs = 1
+batch_size = 16
+dim = 10
+train_size = 64
+[oneshot]
+seeds = [42, 43, 44, 45, 46, 47, 48, 49, 50, 51]
+[tuning]
+budgets = { small = 20, large = 40 }
+"""
+
+
+def test_300_runs_chunked_under_max_array_size(slurm_cluster, write_study, tmp_path):
+    study_dir = tmp_path / "s300"
+    assert cli("plan", write_study(STUDY_300), "-o", study_dir).returncode == 0
+    plan = planner.load_plan(study_dir)
+    assert len(plan) == 300
+    max_array = int(dispatch.slurm_config_value("MaxArraySize"))
+    assert max_array == 50, "slurm/test.sh configures MaxArraySize=50"
+    profile = load_profile(PROFILE)
+    predicted = dispatch.predict_arrays({"quadratic_deep": 300}, profile, max_array)
+    assert predicted == math.ceil(math.ceil(300 / profile.defaults.runs_per_task) / 50) == 2
+
+    r = cli("submit", study_dir, "--profile", PROFILE, "--wait", "--poll", "2")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "submitted 300 runs" in r.stdout
+    states = wait_done(study_dir, 60)
+    assert (states["state"] == "finished").all(), states["state"].value_counts()
+    found, bad = scan_results(study_dir)
+    assert not bad and all(found[rid]["n_evals"] == 2 for rid in plan["run_id"])  # epochs + 1
+
+    entries = dispatch.ledger(study_dir)
+    assert len(entries) == 1 and entries[0]["sbatch_calls"] == predicted
+    array_ids = {t["job_id"].split("_")[0] for t in entries[0]["tasks"]}
+    assert len(array_ids) == predicted
+    assert max(int(t["job_id"].split("_")[1]) for t in entries[0]["tasks"]) < max_array
+    # Slurm agrees: every task of both arrays completed, none was rejected or failed
+    out = subprocess.run(["sacct", "-n", "-X", "-P", "-o", "JobID,State", "-j", ",".join(sorted(array_ids))],
+                         capture_output=True, text=True, check=True).stdout
+    rows = [line.split("|") for line in out.strip().splitlines()]
+    assert len(rows) == 60 and {s for _, s in rows} == {"COMPLETED"}, rows
+
+    again = cli("submit", study_dir, "--profile", PROFILE)
+    assert again.returncode == 0 and "nothing to submit (300 done)" in again.stdout, again.stdout
+    assert len(dispatch.ledger(study_dir)) == 1
+
+
+LONG_STUDY = """
+name = "long"
+problems = ["shakespeare_char_rnn"]
+optimizers = ["adam"]
+schedules = ["cosine"]
+[problem_settings.shakespeare_char_rnn]
+num_epochs = {epochs}
+batch_size = 16
+num_chars = 60000
+hidden = 48
+layers = 1
+dropout = 0.1
+[oneshot]
+seeds = [{seed}]
+"""
+
+
+def reference_curve(record):
+    """The same run trained without interruption, in this process, with the worker's one thread."""
+    import torch
+
+    from optbench.trainer import train_run
+
+    class Sink:
+        rows = []
+
+        def rows_restored(self, rows):
+            raise AssertionError("no checkpoint expected")
+
+        def append(self, row):
+            self.rows.append(row)
+
+    torch.set_num_threads(1)
+    sink = Sink()
+    sink.rows = []
+    assert train_run(record, sink=sink, checkpoint=lambda s: None) == "finished"
+    return np.concatenate(sink.rows)
+
+
+def curve(study_dir: Path, rid: str) -> tuple[np.ndarray, dict]:
+    import h5py
+
+    found, _ = scan_results(study_dir)
+    with h5py.File(study_dir / "results" / found[rid]["file"], "r") as f:
+        return f["runs"][rid]["evals"][()], dict(f["runs"][rid].attrs)
+
+
+def test_requeue_and_time_limit_mid_run_resume_exactly(slurm_cluster, write_study, tmp_path):
+    """`scontrol requeue` of a running task, and a 1-minute time limit firing mid-run (several times):
+    every run finishes once, with epochs + 1 rows, equal to the uninterrupted run."""
+    epochs = 40
+    a, b = tmp_path / "requeued", tmp_path / "timed"
+    assert cli("plan", write_study(LONG_STUDY.format(epochs=epochs, seed=1), "a.toml"), "-o", a).returncode == 0
+    assert cli("plan", write_study(LONG_STUDY.format(epochs=epochs, seed=2).replace('"long"', '"long2"'),
+                                   "b.toml"), "-o", b).returncode == 0
+    short = profile_file(tmp_path, timeout_min=1, signal_delay_s=30, checkpoint_every_s=1000)
+    r = cli("submit", b, "--profile", short)
+    assert r.returncode == 0 and "submitted 1 runs" in r.stdout, r.stdout + r.stderr
+    r = cli("submit", a, "--profile", PROFILE)
+    assert r.returncode == 0 and "submitted 1 runs" in r.stdout, r.stdout + r.stderr
+    # submitting again while the task is queued or running submits nothing
+    r = cli("submit", a, "--profile", PROFILE)
+    assert r.returncode == 0 and "nothing to submit (1 in flight)" in r.stdout, r.stdout
+
+    rid_a = planner.load_plan(a)["run_id"].iloc[0]
+    job_a = dispatch.ledger(a)[0]["tasks"][0]["job_id"]
+    t0 = time.time()
+    while True:  # requeue once the run is a few epochs in
+        found, _ = scan_results(a)
+        if rid_a in found and found[rid_a]["n_evals"] >= 4:
+            break
+        assert time.time() - t0 < 300, "run A made no progress"
+        time.sleep(0.5)
+    subprocess.run(["scontrol", "requeue", job_a], check=True)
+
+    states_a = wait_done(a, 600)
+    states_b = wait_done(b, 900)
+    for study_dir, states in ((a, states_a), (b, states_b)):
+        assert (states["state"] == "finished").all(), states
+        plan = planner.load_plan(study_dir)
+        rec = planner.records(plan)[plan["run_id"].iloc[0]]
+        rows, attrs = curve(study_dir, rec.run_id)
+        assert len(rows) == epochs + 1 and list(rows["epoch"]) == list(range(epochs + 1))
+        assert int(attrs["requeues"]) >= 1, attrs  # it really was interrupted and restarted
+        ref = reference_curve(rec)
+        for f in METRICS:
+            np.testing.assert_array_equal(rows[f], ref[f], err_msg=f"{study_dir.name}: {f}")
+    # the time-limited job went through several USR2 rounds without submitit giving up
+    out = subprocess.run(["sacct", "-n", "-X", "-D", "-P", "-o", "JobID,State", "-j",
+                          dispatch.ledger(b)[0]["tasks"][0]["job_id"].split("_")[0]],
+                         capture_output=True, text=True).stdout
+    assert "REQUEUED" in out and "COMPLETED" in out, out
+
+
+def test_gpu_request_reaches_the_task(slurm_cluster, write_study, tmp_path):
+    """gpus_per_node=1 on the fake-GRES cluster: Slurm gives the task a GPU (CUDA_VISIBLE_DEVICES),
+    the worker records it, and with device=auto falls back to CPU because torch sees no CUDA here."""
+    study = write_study(LONG_STUDY.format(epochs=1, seed=3).replace('"long"', '"gpu"'))
+    s = tmp_path / "gpu"
+    assert cli("plan", study, "-o", s).returncode == 0
+    prof = profile_file(tmp_path, gpus_per_node=1)
+    r = cli("submit", s, "--profile", prof, "--wait", "--poll", "1")
+    assert r.returncode == 0, r.stdout + r.stderr
+    rid = planner.load_plan(s)["run_id"].iloc[0]
+    rows, attrs = curve(s, rid)
+    assert attrs["status"] == "finished" and attrs["cuda_visible_devices"] == "0", attrs
+    assert attrs["device"] == ("cuda" if os.environ.get("OPTBENCH_EXPECT_CUDA") else "cpu")
+    script = next((s / "submitit").rglob("*_submission.sh")).read_text()
+    assert "--gpus-per-node=1" in script
