@@ -31,7 +31,7 @@ from optbench.errors import OptbenchError
 from optbench.profiles import Profile, Resources
 from optbench.resolve import resolve_reruns
 from optbench.state import run_states
-from optbench.storage import RESULTS_DIR, ensure_writable
+from optbench.storage import RESULTS_DIR, ensure_writable, quarantine
 
 LEDGER_DIR = "submissions"
 LOCK_FILE = ".submit.lock"
@@ -214,9 +214,8 @@ def todo_runs(study_dir: Path, plan: pd.DataFrame, profile: Profile) -> tuple[pd
     """Resolve what can be resolved; return the runs to submit now and a count by reason."""
     states, bad = run_states(study_dir, plan)
     if bad:
-        for path, err in bad:
-            print(f"optbench: warning: unreadable result file {path} ({err}); its runs count as not done",
-                  file=sys.stderr)
+        quarantine_unreadable(study_dir, bad)
+        states, _ = run_states(study_dir, plan)
     selection = _selection(study_dir)
     if resolve_reruns(study_dir, plan, states, split=selection[0], epoch_rule=selection[1],
                       max_retries=profile.max_retries):
@@ -242,6 +241,29 @@ def todo_runs(study_dir: Path, plan: pd.DataFrame, profile: Profile) -> tuple[pd
             todo_ids.append(rid)
         reasons[why] = reasons.get(why, 0) + 1
     return plan[plan["run_id"].isin(todo_ids)], reasons
+
+
+def quarantine_unreadable(study_dir: Path, bad: list[tuple[Path, str]]) -> None:
+    """Move unreadable result files of tasks that are no longer alive aside, salvaging finished runs.
+
+    A file whose task is still queued or running is left alone: it may just be mid-write, and
+    its task will deal with it when it restarts.
+    """
+    live_tasks = set()
+    flight_runs = in_flight_runs(study_dir)
+    for e in ledger(study_dir):
+        for t in e["tasks"]:
+            if set(t["run_ids"]) & flight_runs:
+                live_tasks.add(t["name"])
+    for path, err in bad:
+        if path.stem in live_tasks:
+            print(f"optbench: warning: result file {path} unreadable ({err}) but its task is alive; left alone",
+                  file=sys.stderr)
+            continue
+        aside, salvage, n = quarantine(path, err)
+        print(f"optbench: warning: result file {path} is unreadable ({err}); moved to {aside} (kept, not deleted); "
+              f"{n} finished runs recovered{' into ' + salvage.name if salvage else ''}; the rest will be re-run",
+              file=sys.stderr)
 
 
 def _selection(study_dir: Path) -> tuple[str, str]:

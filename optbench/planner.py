@@ -39,26 +39,33 @@ INT_COLUMNS = ("trial", "seed", "batch_size", "num_epochs")
 
 
 def expand(study: Study) -> Iterator[RunRecord]:
-    """Every run of the study, in a stable order (problem, optimizer, schedule, kind, trial, seed)."""
+    """Every run of the study, in a stable order (problem, batch size, optimizer, schedule, kind, trial, seed).
+
+    With a batch-size sweep, every batch size is tuned separately (its own trials and re-runs);
+    the trials' hyperparameter draws are the same for every batch size (common random numbers).
+    """
     for problem in study.problems:
         setting = study.settings[problem]
         pargs = canonical_items(setting.args)
-        for opt in study.optimizers:
-            spec = optimizer_specs.get(opt)
-            trials = sample_trials(study.space(opt), study.n_trials, study.search, study.sampler_seed)
-            for sched in study.schedules:
-                base = dict(study=study.name, problem=problem, optimizer=opt, schedule=sched,
-                            batch_size=setting.batch_size, num_epochs=setting.num_epochs, problem_args=pargs)
-                default = canonical_items(spec.defaults)
-                for seed in study.oneshot_seeds:
-                    yield RunRecord(budget="oneshot", kind="oneshot", trial=-1, seed=seed, hparams=default, **base)
-                for k, tuned in enumerate(trials):
-                    budget = next(name for name, n in study.budgets if k < n)
-                    yield RunRecord(budget=budget, kind="tuning", trial=k, seed=study.tuning_seed,
-                                    hparams=canonical_items(spec.setting(tuned)), **base)
-                for budget, _ in study.budgets:
-                    for seed in study.rerun_seeds:
-                        yield RunRecord(budget=budget, kind="rerun", trial=-1, seed=seed, **base)
+        for batch_size in setting.batch_sizes:
+            for opt in study.optimizers:
+                spec = optimizer_specs.get(opt)
+                defaults = study.defaults(opt)
+                trials = sample_trials(study.space(opt), study.n_trials, study.search, study.sampler_seed)
+                for sched in study.schedules:
+                    base = dict(study=study.name, problem=problem, optimizer=opt, schedule=sched,
+                                batch_size=batch_size, num_epochs=setting.num_epochs, problem_args=pargs,
+                                schedule_args=canonical_items(study.schedule_args.get(sched)))
+                    default = canonical_items(spec.setting(defaults))
+                    for seed in study.oneshot_seeds:
+                        yield RunRecord(budget="oneshot", kind="oneshot", trial=-1, seed=seed, hparams=default, **base)
+                    for k, tuned in enumerate(trials):
+                        budget = next(name for name, n in study.budgets if k < n)
+                        yield RunRecord(budget=budget, kind="tuning", trial=k, seed=study.tuning_seed,
+                                        hparams=canonical_items(spec.setting({**defaults, **tuned})), **base)
+                    for budget, _ in study.budgets:
+                        for seed in study.rerun_seeds:
+                            yield RunRecord(budget=budget, kind="rerun", trial=-1, seed=seed, **base)
 
 
 def records_to_frame(records: Iterable[RunRecord]) -> pd.DataFrame:

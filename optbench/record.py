@@ -18,6 +18,9 @@ from typing import Any, Mapping
 
 #: kinds of runs in a study
 KINDS = ("oneshot", "tuning", "rerun")
+#: problem arguments that say *where* data are, not *what* is trained: kept out of the run id so the
+#: same study planned on two clusters (different data paths) has the same ids
+LOCATION_ARGS = frozenset({"data_dir"})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,7 +43,7 @@ class RunRecord:
         """The fields hashed into the run id (a re-run's hyperparameters are a result, not identity)."""
         d = dataclasses.asdict(self)
         d["hparams"] = [] if self.kind == "rerun" else [list(p) for p in self.hparams]
-        d["problem_args"] = [list(p) for p in self.problem_args]
+        d["problem_args"] = [list(p) for p in self.problem_args if p[0] not in LOCATION_ARGS]
         d["schedule_args"] = [list(p) for p in self.schedule_args]
         return d
 

@@ -60,10 +60,16 @@ def resolve_reruns(study_dir: str | Path, plan: pd.DataFrame, states: pd.DataFra
     budgets = dict(json.loads(_budgets_attr(study_dir)))
     hp_cols = [c for c in plan.columns if c.startswith("hp_")]
     new = 0
-    for (prob, opt, sched, budget), group in pending.groupby(["problem", "optimizer", "schedule", "budget"]):
+    keys = ["problem", "optimizer", "schedule", "batch_size", "problem_args", "schedule_args"]
+    tuning_groups = {k: g for k, g in tuning.groupby(keys, sort=False)}
+    for key, group in pending.groupby(keys + ["budget"], sort=False):
+        *triple, budget = key
+        prob = triple[0]
         n = budgets[budget]
-        trials = tuning[(tuning["problem"] == prob) & (tuning["optimizer"] == opt) & (tuning["schedule"] == sched)
-                        & (tuning["trial"] < n)]
+        trials = tuning_groups.get(tuple(triple))
+        if trials is None:
+            continue
+        trials = trials[trials["trial"] < n]
         tst = st.loc[trials["run_id"]]
         ended = tst["state"].isin(["finished", "diverged"]) | (
             (tst["state"] == "failed") & (tst["attempts"] > max_retries))

@@ -163,10 +163,16 @@ def scan_results(study_dir: str | Path) -> tuple[dict[str, dict[str, Any]], list
     state: dict[str, dict[str, Any]] = {}
     bad: list[tuple[Path, str]] = []
     for path in result_files(study_dir):
-        try:
-            entries = scan_file(path)
-        except (OSError, KeyError, RuntimeError) as e:
-            bad.append((path, str(e).splitlines()[0] if str(e) else type(e).__name__))
+        entries = None
+        for attempt in range(3):
+            try:
+                entries = scan_file(path)
+                break
+            except Exception as e:  # a file caught mid-write reads as garbage: retry, then report it
+                err = str(e).splitlines()[0] if str(e) else type(e).__name__
+                time.sleep(0.2 * (attempt + 1))
+        if entries is None:
+            bad.append((path, err))
             continue
         for e in entries:
             old = state.get(e["run_id"])
@@ -211,3 +217,43 @@ def iter_curves(path: Path) -> Iterable[tuple[str, dict[str, Any], np.ndarray]]:
     with open_h5(path, "r") as f:
         for rid, g in f.get("runs", {}).items():
             yield rid, dict(g.attrs), g["evals"][()]
+
+
+QUARANTINE_DIR = "quarantine"
+
+
+def quarantine(path: Path, reason: str) -> tuple[Path, Path | None, int]:
+    """Move an unreadable result file aside (never delete it) and salvage what can still be read.
+
+    Returns (where it went, the salvage file or None, number of finished runs recovered). Runs
+    that cannot be recovered are simply absent afterwards, so ``optbench submit`` trains them
+    again (from their checkpoints where these survived).
+    """
+    qdir = path.parent / QUARANTINE_DIR
+    qdir.mkdir(exist_ok=True)
+    aside = qdir / f"{path.name}.{time.strftime('%Y%m%dT%H%M%S')}"
+    os.replace(path, aside)
+    (qdir / f"{aside.name}.reason.txt").write_text(reason + "\n")
+    salvage = path.with_name(f"salvaged-{path.stem}-{int(time.time())}.h5")
+    recovered = 0
+    try:
+        with h5py.File(aside, "r", locking=False) as src:
+            for rid in list(src.get("runs", {})):
+                try:
+                    g = src["runs"][rid]
+                    status = str(g.attrs.get("status"))
+                    rows = g["evals"][()]
+                    attrs = {k: g.attrs[k] for k in g.attrs}
+                except Exception:  # this group is damaged: leave the run to be re-trained
+                    continue
+                if status not in DONE:
+                    continue
+                with h5py.File(salvage, "a", locking=False) as dst:
+                    ng = dst.require_group("runs").create_group(rid)
+                    ng.create_dataset("evals", data=rows, maxshape=(None,), chunks=(64,))
+                    for k, v in attrs.items():
+                        ng.attrs[k] = v
+                recovered += 1
+    except Exception:
+        pass
+    return aside, (salvage if recovered else None), recovered

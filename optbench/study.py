@@ -9,8 +9,11 @@ the file and the key, before anything is written. The layout (see ``jobs/*.toml`
     optimizers = ["sgd", "adam"]
     schedules = ["none", "cosine"]
 
-    [problem_settings.quadratic_deep]   # optional: batch_size, num_epochs, problem args
-    num_epochs = 10
+    [problem_settings.quadratic_deep]   # optional: batch_size (or a sweep: batch_sizes = [..]),
+    num_epochs = 10                     # num_epochs, problem args
+
+    [schedule_settings.warmup_cosine]   # optional: arguments of a schedule
+    warmup_fraction = 0.1
 
     [oneshot]                           # the default setting, several seeds
     seeds = [42, 43]
@@ -21,6 +24,10 @@ the file and the key, before anything is written. The layout (see ``jobs/*.toml`
     seed = 42
     budgets = { small = 4, large = 8 }
     rerun_seeds = [43, 44]              # best setting of each budget re-run with these seeds
+
+    [tuning.fixed.adam]                 # optional: hyperparameters held fixed (not tuned), e.g. β1 = β2
+    beta1 = 0.95
+    beta2 = 0.95
 """
 from __future__ import annotations
 
@@ -33,16 +40,16 @@ from optbench import optimizer_specs, problems, schedules
 from optbench.errors import StudyError
 from optbench.search import Dist
 
-TOP_KEYS = {"name", "description", "problems", "optimizers", "schedules", "problem_settings",
+TOP_KEYS = {"name", "description", "problems", "optimizers", "schedules", "problem_settings", "schedule_settings",
             "oneshot", "tuning", "selection"}
-TUNING_KEYS = {"search", "sampler_seed", "seed", "budgets", "rerun_seeds", "space"}
+TUNING_KEYS = {"search", "sampler_seed", "seed", "budgets", "rerun_seeds", "space", "fixed"}
 ONESHOT_KEYS = {"seeds"}
 SELECTION_KEYS = {"split", "epoch"}
 
 
 @dataclasses.dataclass(frozen=True)
 class ProblemSetting:
-    batch_size: int
+    batch_sizes: tuple[int, ...]  # one entry, or a sweep (the crossover study)
     num_epochs: int
     args: Mapping[str, Any]
 
@@ -62,6 +69,8 @@ class Study:
     budgets: tuple[tuple[str, int], ...]  # (name, number of trials), increasing
     rerun_seeds: tuple[int, ...]
     space_overrides: Mapping[str, Mapping[str, Dist]]  # optimizer -> hp -> Dist
+    fixed: Mapping[str, Mapping[str, float]] = dataclasses.field(default_factory=dict)  # optimizer -> hp -> value
+    schedule_args: Mapping[str, Mapping[str, Any]] = dataclasses.field(default_factory=dict)
     selection_split: str = "valid"
     selection_epoch: str = "last"  # "last" or "best"
     source: str = ""  # the TOML text, kept with the plan
@@ -71,7 +80,13 @@ class Study:
         return self.budgets[-1][1] if self.budgets else 0
 
     def space(self, optimizer: str) -> dict[str, Dist]:
-        return {**optimizer_specs.get(optimizer).space, **self.space_overrides.get(optimizer, {})}
+        """What is tuned: the optimizer's space, with the study's overrides, minus fixed hyperparameters."""
+        space = {**optimizer_specs.get(optimizer).space, **self.space_overrides.get(optimizer, {})}
+        return {k: v for k, v in space.items() if k not in self.fixed.get(optimizer, {})}
+
+    def defaults(self, optimizer: str) -> dict[str, float]:
+        """The one-shot setting: the published defaults with the study's fixed values."""
+        return {**optimizer_specs.get(optimizer).defaults, **self.fixed.get(optimizer, {})}
 
 
 class _Checker:
@@ -174,8 +189,16 @@ def parse_study(raw: Mapping[str, Any], where: str = "<study>", source: str = ""
     for p in probs:
         spec = problems.get(p)
         table = c.typed(ps.get(p, {}), dict, f"problem_settings.{p}")
-        c.unknown(table, {"batch_size", "num_epochs"} | set(spec.args), f"problem_settings.{p}.")
-        bs = c.positive(table.get("batch_size", spec.batch_size), f"problem_settings.{p}.batch_size")
+        c.unknown(table, {"batch_size", "batch_sizes", "num_epochs"} | set(spec.args), f"problem_settings.{p}.")
+        if "batch_size" in table and "batch_sizes" in table:
+            raise c.fail(f"problem_settings.{p}.batch_sizes", "give batch_size or batch_sizes, not both")
+        if "batch_sizes" in table:
+            key = f"problem_settings.{p}.batch_sizes"
+            bs = c.seeds(table["batch_sizes"], key)
+            if 0 in bs:
+                raise c.fail(key, "batch sizes must be positive")
+        else:
+            bs = (c.positive(table.get("batch_size", spec.batch_size), f"problem_settings.{p}.batch_size"),)
         ne = c.positive(table.get("num_epochs", spec.num_epochs), f"problem_settings.{p}.num_epochs")
         args = {}
         for k, v in table.items():
@@ -229,6 +252,25 @@ def parse_study(raw: Mapping[str, Any], where: str = "<study>", source: str = ""
             except (TypeError, ValueError) as e:
                 raise c.fail(key, str(e)) from None
 
+    fixed: dict[str, dict[str, float]] = {}
+    for o, table in c.typed(tuning.get("fixed", {}), dict, "tuning.fixed").items():
+        if o not in opts:
+            raise c.fail(f"tuning.fixed.{o}", "not one of the study's optimizers")
+        spec = optimizer_specs.get(o)
+        c.typed(table, dict, f"tuning.fixed.{o}")
+        c.unknown(table, set(spec.defaults), f"tuning.fixed.{o}.")
+        fixed[o] = {k: float(c.typed(v, (int, float), f"tuning.fixed.{o}.{k}")) for k, v in table.items()}
+
+    sched_args: dict[str, dict[str, Any]] = {}
+    for name, table in c.typed(raw.get("schedule_settings", {}), dict, "schedule_settings").items():
+        if name not in scheds:
+            raise c.fail(f"schedule_settings.{name}", "not one of the study's schedules")
+        allowed = set(schedules.STEP_SCHEDULES.get(name, ()))
+        c.typed(table, dict, f"schedule_settings.{name}")
+        c.unknown(table, allowed, f"schedule_settings.{name}.")
+        sched_args[name] = {k: float(c.typed(v, (int, float), f"schedule_settings.{name}.{k}"))
+                            for k, v in table.items()}
+
     selection = c.typed(raw.get("selection", {}), dict, "selection")
     c.unknown(selection, SELECTION_KEYS, "selection.")
     split = c.typed(selection.get("split", "valid"), str, "selection.split")
@@ -242,4 +284,4 @@ def parse_study(raw: Mapping[str, Any], where: str = "<study>", source: str = ""
                  problems=probs, optimizers=opts, schedules=scheds, settings=settings,
                  oneshot_seeds=oneshot_seeds, search=search, sampler_seed=sampler_seed,
                  tuning_seed=tuning_seed, budgets=tuple(budgets), rerun_seeds=rerun_seeds,
-                 space_overrides=overrides, selection_split=split, selection_epoch=epoch, source=source)
+                 space_overrides=overrides, fixed=fixed, schedule_args=sched_args, selection_split=split, selection_epoch=epoch, source=source)

@@ -28,7 +28,7 @@ from optbench import planner
 from optbench.checkpoint import CheckpointStore
 from optbench.interrupt import Interrupt
 from optbench.leases import RunLease
-from optbench.storage import DONE, RESULTS_DIR, TaskFile, ensure_writable, versions
+from optbench.storage import DONE, RESULTS_DIR, TaskFile, ensure_writable, quarantine, versions
 
 
 def task_file_for(study_dir: Path, task_name: str) -> TaskFile:
@@ -39,10 +39,10 @@ def task_file_for(study_dir: Path, task_name: str) -> TaskFile:
     try:
         tf.check_readable()
     except (OSError, KeyError, RuntimeError) as e:
-        aside = tf.path.with_name(f"{tf.path.name}.corrupt-{int(time.time())}")
-        os.replace(tf.path, aside)
-        print(f"optbench: result file {tf.path} unreadable ({e}); moved to {aside}; its runs will resume "
-              "from their checkpoints", flush=True)
+        aside, salvage, n = quarantine(tf.path, f"unreadable when its task restarted: {e}")
+        print(f"optbench: result file {tf.path} unreadable ({e}); moved to {aside}; {n} finished runs "
+              f"recovered{' into ' + str(salvage) if salvage else ''}; the others resume from their checkpoints",
+              flush=True)
     return tf
 
 
@@ -77,6 +77,22 @@ def pick_device(prefer: str = "auto") -> str:
     return "cpu"
 
 
+def finished_elsewhere(study: Path, lease: RunLease) -> bool:
+    """The lease says the run ended *and* the result file it names still holds it as done.
+
+    Trusting the lease alone would lose a run whose result file was later found corrupt and
+    moved aside: its data are gone, so it must be trained again.
+    """
+    done = lease.outcome()
+    if not done or done.get("status") not in DONE:
+        return False
+    run_id = lease.path.stem
+    try:
+        return TaskFile(study / RESULTS_DIR / done["file"]).status_of(run_id) in DONE
+    except (OSError, KeyError, RuntimeError):
+        return False
+
+
 class ChunkRunner(submitit.helpers.Checkpointable):
     """Train ``run_ids`` of the study in ``study_dir`` into ``results/<task_name>.h5``."""
 
@@ -109,8 +125,7 @@ class ChunkRunner(submitit.helpers.Checkpointable):
                     summary["skipped"].append(rid)  # another live task is training it
                     continue
                 with lease:
-                    done = lease.outcome()
-                    if (done and done.get("status") in DONE) or tf.status_of(rid) in DONE:
+                    if finished_elsewhere(study, lease) or tf.status_of(rid) in DONE:
                         summary["skipped"].append(rid)
                         continue
                     tf.begin_run(rid, rec.to_json(), {"host": socket.gethostname(), "job_id": job_id(),

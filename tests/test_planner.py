@@ -93,3 +93,43 @@ def test_study_keeps_source_copy(tiny_study, tmp_path):
     assert (tmp_path / "s" / "study.toml").read_text() == tiny_study.read_text()
     with h5py.File(tmp_path / "s" / "plan.h5") as f:
         assert json.loads(f.attrs["budgets"]) == [["small", 2]]
+
+
+def test_batch_size_sweep_fixed_hparams_and_schedule_args(write_study):
+    study = load_study(write_study("""
+name = "sweep"
+problems = ["digits_mlp"]
+optimizers = ["momentum", "adam"]
+schedules = ["warmup_cosine"]
+[problem_settings.digits_mlp]
+batch_sizes = [16, 64, 256]
+num_epochs = 2
+[schedule_settings.warmup_cosine]
+warmup_fraction = 0.1
+[tuning]
+budgets = { all = 4 }
+rerun_seeds = [1, 2]
+[tuning.fixed.adam]
+beta1 = 0.95
+beta2 = 0.95
+[tuning.fixed.momentum]
+momentum = 0.95
+"""))
+    df = planner.records_to_frame(planner.expand(study))
+    assert len(df) == 3 * 2 * (4 + 2)
+    assert sorted(df.batch_size.unique()) == [16, 64, 256]
+    adam = df[(df.optimizer == "adam") & (df.kind == "tuning")]
+    assert (adam.hp_beta1 == 0.95).all() and (adam.hp_beta2 == 0.95).all()
+    assert adam.hp_lr.nunique() == 4  # only lr is tuned, the same 4 draws for every batch size
+    assert set(adam.groupby("batch_size").hp_lr.apply(lambda s: tuple(sorted(s)))) .__len__() == 1
+    assert (df[df.optimizer == "momentum"].hp_momentum.dropna() == 0.95).all()
+    assert set(df.schedule_args) == {'{"warmup_fraction": 0.1}'}
+
+
+def test_data_location_is_not_identity():
+    r = RunRecord("s", "fmnist_2c2d", "adam", "none", "oneshot", "oneshot", -1, 42, 128, 100,
+                  problem_args=(("data_dir", "/a"),))
+    import dataclasses
+
+    assert dataclasses.replace(r, problem_args=(("data_dir", "/b"),)).run_id == r.run_id
+    assert dataclasses.replace(r, problem_args=(("n_train", 5),)).run_id != r.run_id

@@ -1,0 +1,117 @@
+"""Faults that need no cluster: corrupt result files, full disks, exactly-once bookkeeping."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+
+from optbench import planner
+from optbench.leases import RunLease
+from optbench.storage import scan_results
+from optbench.study import load_study
+from optbench.worker import ChunkRunner
+
+OPTBENCH = [sys.executable, "-m", "optbench"]
+
+
+def cli(*args):
+    return subprocess.run(OPTBENCH + [str(a) for a in args], capture_output=True, text=True, timeout=600)
+
+
+def trained_study(tiny_study, tmp_path) -> tuple[Path, list[str]]:
+    s = tmp_path / "s"
+    df = planner.write_plan(load_study(tiny_study), s, progress=lambda m: None)
+    ids = list(df[df.kind != "rerun"].run_id)
+    ChunkRunner()(str(s), "task-a", ids[:3])
+    ChunkRunner()(str(s), "task-b", ids[3:])
+    return s, ids
+
+
+def test_truncated_result_file_is_quarantined_and_its_runs_rerun(tiny_study, tmp_path):
+    s, ids = trained_study(tiny_study, tmp_path)
+    a = s / "results" / "task-a.h5"
+    b_before = h5py.File(s / "results" / "task-b.h5", "r")["runs"][ids[3]]["evals"][()]
+    original = a.read_bytes()
+    a.write_bytes(original[: len(original) // 3])  # truncated, as by a full disk or a killed copy
+    found, bad = scan_results(s)
+    assert [p.name for p, _ in bad] == ["task-a.h5"]
+    assert all(r not in found for r in ids[:3])
+
+    r = cli("submit", s, "--executor", "local")
+    assert r.returncode == 0, r.stderr
+    assert "task-a.h5 is unreadable" in r.stderr and "kept, not deleted" in r.stderr
+    kept = list((s / "results" / "quarantine").glob("task-a.h5.*"))
+    assert len([k for k in kept if not k.name.endswith(".txt")]) == 1
+    assert [k for k in kept if not k.name.endswith(".txt")][0].read_bytes() == original[: len(original) // 3]
+    found, bad = scan_results(s)
+    assert not bad and all(found[r]["status"] in ("finished", "diverged") for r in ids)
+    # the other file was not touched
+    after = h5py.File(s / "results" / "task-b.h5", "r")["runs"][ids[3]]["evals"][()]
+    for field in after.dtype.names:
+        np.testing.assert_array_equal(after[field], b_before[field])
+
+
+def test_damaged_group_salvages_the_readable_runs(tiny_study, tmp_path):
+    from optbench.storage import quarantine
+
+    s, ids = trained_study(tiny_study, tmp_path)
+    a = s / "results" / "task-a.h5"
+    with h5py.File(a, "a") as f:  # one run's data destroyed, the others intact
+        del f["runs"][ids[0]]["evals"]
+    aside, salvage, n = quarantine(a, "test")
+    assert aside.exists() and not a.exists() and n == 2 and salvage is not None
+    found, _ = scan_results(s)
+    assert ids[0] not in found and found[ids[1]]["status"] == "finished" and found[ids[1]]["n_evals"] == 3
+
+
+def test_lease_saying_finished_is_not_trusted_when_its_file_is_gone(tiny_study, tmp_path):
+    s, ids = trained_study(tiny_study, tmp_path)
+    assert RunLease(s, ids[0]).outcome()["status"] in ("finished", "diverged")
+    (s / "results" / "task-a.h5").unlink()
+    out = ChunkRunner()(str(s), "task-c", ids[:3])
+    assert sorted(out["trained"]) == sorted(ids[:3])
+
+
+def test_unwritable_results_directory_is_a_clear_error(tiny_study, tmp_path):
+    s = tmp_path / "s"
+    assert cli("plan", tiny_study, "-o", s).returncode == 0
+    (s / "results").write_text("not a directory")  # as when a mount point is missing or read-only
+    r = cli("submit", s, "--executor", "local")
+    assert r.returncode != 0 and "results directory not writable" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="mounting a small tmpfs needs root")
+def test_full_disk_keeps_earlier_data(tiny_study, tmp_path):
+    """A results directory on a 1 MiB tmpfs: the worker's writes fail with ENOSPC; finished runs
+    written before stay intact and readable."""
+    s = tmp_path / "s"
+    df = planner.write_plan(load_study(tiny_study), s, progress=lambda m: None)
+    ids = list(df[df.kind != "rerun"].run_id)
+    results = s / "results"
+    results.mkdir()
+    mnt = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(results)], capture_output=True)
+    if mnt.returncode != 0:
+        pytest.skip(f"cannot mount tmpfs here: {mnt.stderr.decode().strip()}")
+    try:
+        ChunkRunner()(str(s), "task-a", ids[:2])
+        before, _ = scan_results(s)
+        assert all(before[r]["status"] in ("finished", "diverged") for r in ids[:2])
+        with open(results / "filler", "wb") as f:  # fill the disk
+            try:
+                while True:
+                    f.write(b"\0" * 65536)
+            except OSError:
+                pass
+        with pytest.raises(OSError):
+            ChunkRunner()(str(s), "task-b", ids[2:])
+        after, bad = scan_results(s)
+        assert [r for r in ids[:2] if after[r]["n_evals"] == before[r]["n_evals"]] == ids[:2]
+        assert all(after[r]["status"] == before[r]["status"] for r in ids[:2])
+    finally:
+        subprocess.run(["umount", str(results)], check=False)
