@@ -1,125 +1,237 @@
 """Final performance, best settings per budget, and rankings (Crowded Valley's protocol).
 
-Choices (documented in docs/analysis.md, configurable by argument):
-- the metric of a problem is test accuracy where the problem has one, else test loss;
-- a run's final performance is its last evaluation (``rule="last"``) or the evaluation with the
-  best validation metric (``rule="best"``);
-- the best setting of a budget is the tuning trial among its first n trials with the best
-  validation score; its performance is the mean over that trial's seed and the re-run seeds;
-- diverged runs score worst (−inf on the "higher is better" scale), never silently padded.
+Choices (documented with reasons in docs/analysis.md, configurable by argument):
+
+- the metric of a problem is its test accuracy where the problem reports one, else its test loss;
+  ``score`` columns are on a "higher is better" scale (accuracy, or −loss);
+- a run's final performance is its last evaluation (``rule="last"``, the default, as in the
+  published study) or the evaluation with the best validation metric (``rule="best"``);
+- diverged runs (status ``diverged``, or a NaN/inf loss) score worst by default
+  (``diverged="worst"``: −inf, so they are never chosen and rank last); ``"exclude"`` drops them,
+  ``"keep"`` scores them like any run at their chosen evaluation. Failed and still-running runs
+  are left out (their curves are not final);
+- the best setting of a budget is the tuning trial with the best validation score among the
+  budget's trials (ties: the earlier trial, as ``optbench.resolve`` does); its performance is the
+  mean over that trial's run and the re-runs of the same setting (other seeds);
+- settings are chosen per (problem, optimizer, schedule, batch size, budget);
+- ranks: 1 + the number of optimizers *clearly* better, where clearly means the intervals
+  mean ± seed std do not overlap, so optimizers that seeds cannot tell apart share a rank.
 """
 from __future__ import annotations
+
+from typing import Mapping
 
 import numpy as np
 import pandas as pd
 
-GROUP = ["problem", "optimizer", "schedule", "budget"]
+from analysis.table import DONE, Results
+
+#: a tuning pool: the trials of one optimizer on one problem, schedule and batch size
+POOL = ["problem", "optimizer", "schedule", "batch_size"]
+#: one best setting per group
+GROUP = POOL + ["budget"]
+#: rankings compare optimizers within these
+RANK_BY = ("problem", "schedule", "batch_size", "budget")
+RULES = ("last", "best")
+DIVERGED = ("worst", "exclude", "keep")
 
 
-def problem_metrics(curves: pd.DataFrame) -> dict[str, str]:
+def _results(data) -> Results:
+    return data if isinstance(data, Results) else Results.from_frame(data)
+
+
+def problem_metrics(data) -> dict[str, str]:
     """'accuracy' where a problem reports one, else 'loss'."""
-    out = {}
-    for prob, g in curves.groupby("problem", observed=True):
-        out[prob] = "accuracy" if g["test_accuracy"].notna().any() else "loss"
-    return out
+    res = _results(data)
+    return {p: ("accuracy" if has else "loss") for p, has in res.problem_has_accuracy().items()}
 
 
-def final_performance(curves: pd.DataFrame, rule: str = "last", select_split: str = "valid") -> pd.DataFrame:
-    """One row per run: record columns, ``metric``, ``score_valid`` and ``score_test`` (higher is better),
-    and ``test_value`` in the metric's own units."""
-    if rule not in ("last", "best"):
-        raise ValueError("rule must be 'last' or 'best'")
-    metrics = problem_metrics(curves)
-    rows = []
-    for rid, g in curves.groupby("run_id", observed=True, sort=False):
-        g = g.sort_values("epoch")
-        prob = g["problem"].iloc[0]
-        m = metrics[prob]
-        sign = 1.0 if m == "accuracy" else -1.0
-        valid = sign * g[f"{select_split}_{m}"].to_numpy()
-        test = g[f"test_{m}"].to_numpy()
-        diverged = (g["status"].iloc[0] == "diverged") or not np.all(np.isfinite(g["test_loss"].to_numpy()))
-        if rule == "last":
-            i = len(g) - 1
-        else:
-            finite = np.where(np.isfinite(valid), valid, -np.inf)
-            i = int(np.argmax(finite))
-        score_valid = -np.inf if diverged else float(valid[i])
-        score_test = -np.inf if diverged else float(sign * test[i])
-        rec = g.iloc[0]
-        row = {c: rec[c] for c in ("run_id", "problem", "optimizer", "schedule", "budget", "kind", "trial",
-                                   "seed", "status") if c in g}
-        row.update(metric=m, score_valid=score_valid, score_test=score_test,
-                   test_value=np.nan if diverged else float(test[i]), epoch=int(g["epoch"].iloc[i]))
-        rows.append(row)
-    return pd.DataFrame(rows)
+def final_performance(data, rule: str = "last", select_split: str = "valid", diverged: str = "worst",
+                      metric: str | Mapping[str, str] | None = None, include_unfinished: bool = False) -> pd.DataFrame:
+    """One row per run: record columns, ``hp_*``, ``metric``, ``epoch``/``step`` of the evaluation
+    taken, ``valid_value``/``test_value`` (metric units), ``score_valid``/``score_test`` (higher is
+    better; −inf for a diverged run under ``diverged="worst"``) and ``diverged``.
 
-
-def best_settings(perf: pd.DataFrame, budgets: dict[str, int] | None = None) -> pd.DataFrame:
-    """Per (problem, optimizer, schedule, budget): the chosen trial and its performance over seeds.
-
-    ``budgets`` maps budget name → number of trials (nested prefixes); inferred from the tuning
-    runs' budget tags when not given.
+    ``data``: a :class:`~analysis.table.Results`, a long table or a wide (curves) table.
     """
-    if budgets is None:
-        budgets = infer_budgets(perf)
-    out = []
-    for (prob, opt, sched), g in perf.groupby(["problem", "optimizer", "schedule"], observed=True):
-        one = g[g["kind"] == "oneshot"]
-        if len(one):
-            out.append(_summary(prob, opt, sched, "oneshot", one, trial=-1))
-        tuning = g[g["kind"] == "tuning"]
-        for budget, n in budgets.items():
-            trials = tuning[tuning["trial"] < n]
-            if trials.empty:
-                continue
-            best = trials.sort_values(["score_valid", "trial"], ascending=[False, True]).iloc[0]
-            seeds = pd.concat([trials[trials["run_id"] == best["run_id"]],
-                               g[(g["kind"] == "rerun") & (g["budget"] == budget)]])
-            out.append(_summary(prob, opt, sched, budget, seeds, trial=int(best["trial"])))
-    return pd.DataFrame(out)
+    if rule not in RULES:
+        raise ValueError(f"rule must be one of {RULES}")
+    if diverged not in DIVERGED:
+        raise ValueError(f"diverged must be one of {DIVERGED}")
+    res = _results(data)
+    runs = res.runs
+    if res.n_runs == 0:
+        return pd.DataFrame(columns=list(GROUP) + ["run_id", "metric", "score_valid", "score_test", "test_value"])
+    metrics = problem_metrics(res)
+    if isinstance(metric, str):
+        metrics = {p: metric for p in metrics}
+    elif metric:
+        metrics.update(metric)
+    run_metric = runs["problem"].astype(str).map(metrics).to_numpy()
+    is_acc = run_metric == "accuracy"
+    sign = np.where(is_acc, 1.0, -1.0)
+    ri = res.run_index
+    row_acc = is_acc[ri]
+    valid = sign[ri] * np.where(row_acc, res.field(f"{select_split}_accuracy"), res.field(f"{select_split}_loss"))
+    test = np.where(row_acc, res.field("test_accuracy"), res.field("test_loss"))
+    counts, starts = res.counts, res.starts
+    has = counts > 0
+    idx = np.zeros(res.n_runs, dtype=np.int64)
+    if rule == "last":
+        idx[has] = (starts + counts - 1)[has]
+    else:
+        key = np.where(np.isfinite(valid), valid, -np.inf)
+        order = np.lexsort((-key, ri))  # by run, best validation first, earliest epoch among ties
+        idx[has] = order[starts[has]]
+    nonfinite = np.zeros(len(ri), dtype=bool)
+    for s in ("train", "valid", "test"):
+        nonfinite |= ~np.isfinite(res.field(f"{s}_loss"))
+    bad_rows = np.bincount(ri[nonfinite], minlength=res.n_runs) > 0 if nonfinite.any() else np.zeros(res.n_runs, bool)
+    status = runs["status"].astype(str).to_numpy()
+    is_div = (status == "diverged") | bad_rows
 
+    def take(a: np.ndarray, fill: float | int = np.nan) -> np.ndarray:
+        """Per run: ``a`` at the evaluation taken (``fill`` for a run without evaluations)."""
+        out = np.full(res.n_runs, fill, dtype=np.int64 if isinstance(fill, int) else float)
+        out[has] = a[idx[has]]
+        return out
 
-def _summary(prob, opt, sched, budget, runs: pd.DataFrame, trial: int) -> dict:
-    s = runs["score_test"].to_numpy(dtype=float)
-    v = runs["test_value"].to_numpy(dtype=float)
-    finite = np.isfinite(s)
-    return {"problem": prob, "optimizer": opt, "schedule": sched, "budget": budget, "trial": trial,
-            "metric": runs["metric"].iloc[0], "n_seeds": len(runs), "n_diverged": int((~finite).sum()),
-            "mean": float(np.nanmean(v)) if finite.any() else np.nan,
-            "std": float(np.nanstd(v, ddof=1)) if finite.sum() > 1 else 0.0,
-            "score": float(np.mean(s)) if finite.all() else -np.inf,
-            "score_std": float(np.std(s[finite], ddof=1)) if finite.sum() > 1 else 0.0}
+    valid_value = sign * take(valid)
+    test_value = take(test)
+    score_valid = np.where(np.isfinite(take(valid)), take(valid), -np.inf)
+    score_test = np.where(np.isfinite(test_value), sign * test_value, -np.inf)
+    if diverged == "worst":
+        score_valid = np.where(is_div, -np.inf, score_valid)
+        score_test = np.where(is_div, -np.inf, score_test)
+        test_value = np.where(is_div, np.nan, test_value)
+    out = runs.drop(columns=[c for c in ("file", "host", "attempts", "requeues", "wall_time") if c in runs]).copy()
+    out["metric"] = pd.Categorical(run_metric)
+    out["epoch"] = take(np.asarray(res.field("epoch"), dtype=np.int64), -1)
+    out["step"] = take(np.asarray(res.field("step"), dtype=np.int64), -1)
+    out["valid_value"] = valid_value
+    out["test_value"] = test_value
+    out["score_valid"] = score_valid
+    out["score_test"] = score_test
+    out["diverged"] = is_div
+    keep = has.copy()
+    if not include_unfinished:
+        keep &= np.isin(status, DONE)
+    if diverged == "exclude":
+        keep &= ~is_div
+    return out[keep].reset_index(drop=True)
 
 
 def infer_budgets(perf: pd.DataFrame) -> dict[str, int]:
-    """Budget name → trial count, from the largest trial index tagged with each budget."""
+    """Budget name → number of trials, from the largest trial index tagged with each budget, smallest first."""
     t = perf[perf["kind"] == "tuning"]
     if t.empty:
         return {}
-    ends = t.groupby("budget", observed=True)["trial"].max().sort_values()
+    ends = t.groupby("budget", observed=True)["trial"].max().sort_values(kind="stable")
     return {str(b): int(k) + 1 for b, k in ends.items()}
 
 
-def rank(best: pd.DataFrame, by: tuple[str, ...] = ("problem", "schedule", "budget")) -> pd.DataFrame:
-    """Rank optimizers within each group by mean score; ties when the means lie within each other's
-    seed spread (an optimizer is not ranked above one it cannot be told apart from).
+def budget_order(perf: pd.DataFrame) -> list[str]:
+    """"oneshot" first, then the tuned budgets by size."""
+    names = list(infer_budgets(perf))
+    return (["oneshot"] if (perf["budget"] == "oneshot").any() else []) + names
 
-    Rank = 1 + number of optimizers that are *clearly* better: mean_j − std_j > mean_i + std_i.
+
+def _pools_separate(tuning: pd.DataFrame) -> bool:
+    """True when each budget holds its own pool of trials (imported DeepOBS results: several
+    budgets start at trial 0) rather than nested prefixes of one pool (optbench plans)."""
+    return (tuning.loc[tuning["trial"] == 0, "budget"].nunique() > 1) if len(tuning) else False
+
+
+def best_settings(perf: pd.DataFrame, budgets: Mapping[str, int] | None = None, pools: str = "auto") -> pd.DataFrame:
+    """Per (problem, optimizer, schedule, batch_size, budget): the chosen setting and its performance over seeds.
+
+    ``budgets`` maps budget name → number of trials; inferred from the tuning runs' budget tags when
+    not given. ``pools``: "nested" (budget b = the first n_b trials of one pool, optbench's plans),
+    "separate" (budget b = the trials tagged b, the released DeepOBS tree) or "auto".
+    Columns: the group, ``trial`` (−1 for one-shot), ``hparams``, ``metric``, ``n_seeds``,
+    ``n_diverged``, ``mean``/``std`` (test metric over seeds, finite ones), ``score``/``score_std``
+    (higher is better; −inf when a seed diverged under the "worst" rule), ``run_ids`` and
+    ``seed_scores`` (per seed, for bootstraps), ``select_score`` (the validation score the choice was
+    made on; for one-shot the mean over seeds), ``budget_trials`` (trials the choice was made
+    from; 0 for one-shot), ``n_other_reruns`` (re-runs of the budget whose
+    setting differs from the chosen one: left out).
     """
+    if budgets is None:
+        budgets = infer_budgets(perf)
+    budgets = dict(sorted(budgets.items(), key=lambda kv: kv[1]))
     out = []
-    for _, g in best.groupby(list(by), observed=True):
+    if perf.empty:
+        return pd.DataFrame(out)
+    for key, g in perf.groupby(POOL, observed=True, sort=True):
+        one = g[g["kind"] == "oneshot"]
+        if len(one):
+            row = _summary(key, "oneshot", one, trial=-1, hparams=str(one["hparams"].iloc[0]))
+            sv = one["score_valid"].to_numpy(float)
+            row["select_score"] = float(sv.mean()) if np.all(np.isfinite(sv)) else -np.inf
+            row["budget_trials"] = 0
+            out.append(row)
+        tuning = g[g["kind"] == "tuning"]
+        if tuning.empty:
+            continue
+        separate = pools == "separate" or (pools == "auto" and _pools_separate(tuning))
+        reruns = g[g["kind"] == "rerun"]
+        for budget, n in budgets.items():
+            trials = tuning[tuning["budget"] == budget] if separate else tuning[tuning["trial"] < n]
+            if trials.empty:
+                continue
+            best = trials.sort_values(["score_valid", "trial"], ascending=[False, True], kind="stable").iloc[0]
+            mine = reruns[reruns["budget"] == budget]
+            same = mine[mine["hparams"].astype(str) == str(best["hparams"])]
+            seeds = pd.concat([trials[trials["run_id"] == best["run_id"]], same])
+            row = _summary(key, budget, seeds, trial=int(best["trial"]), hparams=str(best["hparams"]))
+            row["n_other_reruns"] = len(mine) - len(same)
+            row["select_score"] = float(best["score_valid"])
+            row["budget_trials"] = len(trials)
+            out.append(row)
+    df = pd.DataFrame(out)
+    if "n_other_reruns" in df:
+        df["n_other_reruns"] = df["n_other_reruns"].fillna(0).astype(int)
+    return df
+
+
+def _summary(key, budget, runs: pd.DataFrame, trial: int, hparams: str) -> dict:
+    s = runs["score_test"].to_numpy(dtype=float)
+    v = runs["test_value"].to_numpy(dtype=float)
+    finite = np.isfinite(s)
+    fv = v[np.isfinite(v)]
+    return {**dict(zip(POOL, key)), "budget": budget, "trial": trial, "hparams": hparams,
+            "metric": str(runs["metric"].iloc[0]), "n_seeds": len(runs), "n_diverged": int((~finite).sum()),
+            "mean": float(np.mean(fv)) if len(fv) else np.nan,
+            "std": float(np.std(fv, ddof=1)) if len(fv) > 1 else 0.0,
+            "score": float(np.mean(s)) if finite.all() else -np.inf,
+            "score_std": float(np.std(s[finite], ddof=1)) if finite.sum() > 1 else 0.0,
+            "run_ids": tuple(runs["run_id"].astype(str)), "seed_scores": tuple(float(x) for x in s)}
+
+
+def rank(best: pd.DataFrame, by: tuple[str, ...] = RANK_BY) -> pd.DataFrame:
+    """Rank optimizers within each group by mean score; optimizers the seeds cannot tell apart tie.
+
+    Rank = 1 + number of optimizers *clearly* better: mean_j − std_j > mean_i + std_i
+    (seed standard deviations; a diverged setting, score −inf, ranks below every finite one).
+    """
+    by = [c for c in by if c in best.columns]
+    out = []
+    for _, g in best.groupby(by, observed=True, sort=True):
         m = g["score"].to_numpy(dtype=float)
-        s = g["score_std"].to_numpy(dtype=float)
-        lo, hi = m - s, m + s
-        ranks = [1 + int(np.sum(lo > hi[i])) for i in range(len(g))]
+        s = np.nan_to_num(g["score_std"].to_numpy(dtype=float))
+        with np.errstate(invalid="ignore"):
+            lo, hi = m - s, m + s
+            ranks = [1 + int(np.sum(lo > hi[i])) for i in range(len(g))]
         gg = g.copy()
         gg["rank"] = ranks
-        out.append(gg.sort_values(["rank", "score"], ascending=[True, False]))
-    return pd.concat(out, ignore_index=True) if out else best.assign(rank=[])
+        out.append(gg.sort_values(["rank", "score"], ascending=[True, False], kind="stable"))
+    return pd.concat(out, ignore_index=True) if out else best.assign(rank=pd.Series(dtype=int))
 
 
 def aggregate_ranks(ranked: pd.DataFrame) -> pd.DataFrame:
-    """Mean rank per optimizer across problems, schedules and budgets."""
+    """Mean and median rank per optimizer across every ranked group (problem, schedule, batch size, budget)."""
+    if ranked.empty:
+        return pd.DataFrame(columns=["optimizer", "mean_rank", "median_rank", "count"])
     return (ranked.groupby("optimizer", observed=True)["rank"].agg(["mean", "median", "count"])
-            .sort_values("mean").reset_index().rename(columns={"mean": "mean_rank", "median": "median_rank"}))
+            .sort_values(["mean", "median"], kind="stable").reset_index()
+            .rename(columns={"mean": "mean_rank", "median": "median_rank"}))

@@ -131,6 +131,7 @@ class ChunkRunner(submitit.helpers.Checkpointable):
                     tf.begin_run(rid, rec.to_json(), {"host": socket.gethostname(), "job_id": job_id(),
                                                       "versions": versions(), "device": device,
                                                       "requeues": restarts, "threads": torch.get_num_threads(),
+                                                      "pid": os.getpid(),
                                                       "cuda_visible_devices":
                                                           os.environ.get("CUDA_VISIBLE_DEVICES", "")})
                     t0 = time.time()

@@ -220,3 +220,133 @@ def test_gpu_request_reaches_the_task(slurm_cluster, write_study, tmp_path):
     assert attrs["device"] == ("cuda" if os.environ.get("OPTBENCH_EXPECT_CUDA") else "cpu")
     script = next((s / "submitit").rglob("*_submission.sh")).read_text()
     assert "--gpus-per-node=1" in script
+
+
+def wait_rows(study_dir: Path, rid: str, n: int, timeout: float = 300) -> dict:
+    t0 = time.time()
+    while True:
+        found, _ = scan_results(study_dir)
+        if rid in found and found[rid]["n_evals"] >= n:
+            return found[rid]
+        assert time.time() - t0 < timeout, f"run {rid} made no progress"
+        time.sleep(0.5)
+
+
+def check_exact(study_dir: Path, epochs: int) -> None:
+    """The invariant: every run finished once, epochs + 1 rows, equal to the uninterrupted run."""
+    from analysis.load import load_curves
+
+    plan = planner.load_plan(study_dir)
+    records = planner.records(plan)
+    curves = load_curves(study_dir)
+    for rid, rec in records.items():
+        c = curves[curves["run_id"] == rid].sort_values("epoch")
+        assert list(c["epoch"]) == list(range(epochs + 1)), (rid, list(c["epoch"]))
+        assert set(c["status"]) == {"finished"}
+        ref = reference_curve(rec)
+        for f in METRICS:
+            np.testing.assert_array_equal(c[f].to_numpy(), ref[f], err_msg=f)
+
+
+def test_preemption_by_high_priority_partition(slurm_cluster, write_study, tmp_path):
+    """A run in the preemptible partition is preempted by a job in `high`: USR2, checkpoint,
+    requeue, resume — and the curve is the uninterrupted one."""
+    epochs = 30
+    s = tmp_path / "pre"
+    assert cli("plan", write_study(LONG_STUDY.format(epochs=epochs, seed=5).replace('"long"', '"pre"')),
+               "-o", s).returncode == 0
+    cpus = int(subprocess.run(["sinfo", "-h", "-n", "localhost", "-o", "%c"], capture_output=True, text=True,
+                              check=True).stdout.split()[0])
+    prof = profile_file(tmp_path, cpus_per_task=cpus, threads=1)
+    assert cli("submit", s, "--profile", prof).returncode == 0
+    rid = planner.load_plan(s)["run_id"].iloc[0]
+    wait_rows(s, rid, 4)
+    high = subprocess.run(["sbatch", "-p", "high", "-c", str(cpus), "--parsable", "--wrap", "sleep 3"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+    wait_done(s, 600)
+    _, attrs = curve(s, rid)
+    assert int(attrs["requeues"]) >= 1, attrs
+    check_exact(s, epochs)
+    out = subprocess.run(["sacct", "-n", "-X", "-P", "-o", "State", "-j", high], capture_output=True, text=True).stdout
+    assert "COMPLETED" in out
+
+
+def test_kill9_worker_then_resubmit_resumes(slurm_cluster, write_study, tmp_path):
+    """kill -9 of the worker (a lost node): the task dies without a checkpoint on the way out;
+    `optbench submit` sees the run interrupted, re-submits exactly it, and it resumes from its
+    last checkpoint to the uninterrupted curve."""
+    epochs = 20
+    s = tmp_path / "k9"
+    assert cli("plan", write_study(LONG_STUDY.format(epochs=epochs, seed=6).replace('"long"', '"k9"')),
+               "-o", s).returncode == 0
+    assert cli("submit", s, "--profile", PROFILE).returncode == 0
+    rid = planner.load_plan(s)["run_id"].iloc[0]
+    wait_rows(s, rid, 5)
+    _, attrs = curve(s, rid)
+    os.kill(int(attrs["pid"]), 9)
+    t0 = time.time()
+    while True:  # Slurm notices the dead step and ends the job
+        plan = planner.load_plan(s)
+        states, _ = run_states(s, plan)
+        if states["state"].iloc[0] == "interrupted" and rid not in dispatch.in_flight_runs(s):
+            break
+        assert time.time() - t0 < 120, states
+        time.sleep(1)
+    r = cli("submit", s, "--profile", PROFILE, "--wait", "--poll", "2")
+    assert r.returncode == 0 and "submitted 1 runs" in r.stdout, r.stdout + r.stderr
+    check_exact(s, epochs)
+    found, _ = scan_results(s)
+    assert found[rid]["attempts"] >= 2
+
+
+SHORT_RUNS = """
+name = "many"
+problems = ["digits_mlp"]
+optimizers = ["sgd", "adam"]
+schedules = ["none"]
+[problem_settings.digits_mlp]
+num_epochs = 2
+[oneshot]
+seeds = [1, 2, 3, 4, 5, 6]
+"""
+
+
+def test_scancel_part_of_array_then_submit_sends_exactly_the_missing(slurm_cluster, write_study, tmp_path):
+    s = tmp_path / "many"
+    assert cli("plan", write_study(SHORT_RUNS), "-o", s).returncode == 0
+    prof = profile_file(tmp_path, runs_per_task=1, array_parallelism=2)
+    assert cli("submit", s, "--profile", prof).returncode == 0
+    tasks = dispatch.ledger(s)[0]["tasks"]
+    assert len(tasks) == 12
+    array = tasks[0]["job_id"].split("_")[0]
+    subprocess.run(["scancel", f"{array}_[8-11]"], check=True)
+    cancelled = {rid for t in tasks[8:] for rid in t["run_ids"]}
+    t0 = time.time()
+    while dispatch.in_flight_runs(s):
+        assert time.time() - t0 < 300
+        time.sleep(2)
+    plan = planner.load_plan(s)
+    states, _ = run_states(s, plan)
+    missing = set(states[states["state"] != "finished"]["run_id"])
+    assert missing == cancelled, (missing, cancelled)
+    r = cli("submit", s, "--profile", prof, "--wait", "--poll", "2")
+    assert r.returncode == 0 and "submitted 4 runs" in r.stdout, r.stdout
+    assert set(dispatch.ledger(s)[1]["tasks"][0]["run_ids"]) | {
+        rid for t in dispatch.ledger(s)[1]["tasks"] for rid in t["run_ids"]} == cancelled
+    states, _ = run_states(s, plan)
+    assert (states["state"] == "finished").all() and (states["attempts"] == 1).all()
+
+
+def test_two_concurrent_submits_train_each_run_once(slurm_cluster, write_study, tmp_path):
+    s = tmp_path / "twice"
+    assert cli("plan", write_study(SHORT_RUNS.replace('"many"', '"twice"')), "-o", s).returncode == 0
+    procs = [subprocess.Popen(OPTBENCH + ["submit", str(s), "--profile", str(PROFILE)], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    outs = [p.communicate(timeout=300) for p in procs]
+    assert all(p.returncode == 0 for p in procs), outs
+    assert sum("submitted 12 runs" in o for o, _ in outs) == 1, outs
+    assert sum("nothing to submit (12 in flight)" in o for o, _ in outs) == 1, outs
+    submitted = [rid for e in dispatch.ledger(s) for t in e["tasks"] for rid in t["run_ids"]]
+    assert len(submitted) == len(set(submitted)) == 12
+    states = wait_done(s, 300)
+    assert (states["state"] == "finished").all() and (states["attempts"] == 1).all()
