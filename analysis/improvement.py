@@ -44,7 +44,8 @@ def improvement(best: pd.DataFrame, normalise: str = "absolute") -> pd.DataFrame
     m["improvement"] = _delta(m["score"].to_numpy(float), m["ref_score"].to_numpy(float),
                               m["oneshot"].to_numpy(float), normalise)
     m = m.rename(columns={"mean": "tuned"})
-    return m[POOL + ["budget", "metric", "oneshot", "tuned", "improvement"]].reset_index(drop=True)
+    extra = ["budget_trials"] if "budget_trials" in m else []
+    return m[POOL + ["budget"] + extra + ["metric", "oneshot", "tuned", "improvement"]].reset_index(drop=True)
 
 
 def relative_improvement(best: pd.DataFrame, reference_schedule: str = "none", normalise: str = "relative") -> pd.DataFrame:
@@ -62,7 +63,8 @@ def relative_improvement(best: pd.DataFrame, reference_schedule: str = "none", n
     m.loc[missing, "ref_value"] = m.loc[missing, "own_value"]
     m["improvement"] = _delta(m["score"].to_numpy(float), m["ref_score"].to_numpy(float),
                               m["ref_value"].to_numpy(float), normalise)
-    return m[POOL + ["budget", "metric", "mean", "ref_value", "improvement"]].reset_index(drop=True)
+    extra = ["budget_trials"] if "budget_trials" in m else []
+    return m[POOL + ["budget"] + extra + ["metric", "mean", "ref_value", "improvement"]].reset_index(drop=True)
 
 
 def improvement_quantiles(rel: pd.DataFrame, by: tuple[str, ...] = ("schedule", "budget")) -> pd.DataFrame:

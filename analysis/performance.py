@@ -153,7 +153,7 @@ def best_settings(perf: pd.DataFrame, budgets: Mapping[str, int] | None = None, 
     (higher is better; −inf when a seed diverged under the "worst" rule), ``run_ids`` and
     ``seed_scores`` (per seed, for bootstraps), ``select_score`` (the validation score the choice was
     made on; for one-shot the mean over seeds), ``budget_trials`` (trials the choice was made
-    from; 0 for one-shot), ``n_other_reruns`` (re-runs of the budget whose
+    from; 0 for one-shot), ``complete`` (all n_b trials present), ``n_other_reruns`` (re-runs of the budget whose
     setting differs from the chosen one: left out).
     """
     if budgets is None:
@@ -169,14 +169,20 @@ def best_settings(perf: pd.DataFrame, budgets: Mapping[str, int] | None = None, 
             sv = one["score_valid"].to_numpy(float)
             row["select_score"] = float(sv.mean()) if np.all(np.isfinite(sv)) else -np.inf
             row["budget_trials"] = 0
+            row["complete"] = True
             out.append(row)
         tuning = g[g["kind"] == "tuning"]
         if tuning.empty:
             continue
         separate = pools == "separate" or (pools == "auto" and _pools_separate(tuning))
         reruns = g[g["kind"] == "rerun"]
+        prev = 0
         for budget, n in budgets.items():
-            trials = tuning[tuning["budget"] == budget] if separate else tuning[tuning["trial"] < n]
+            if separate:
+                trials = tuning[tuning["budget"] == budget]
+            else:  # budget b: the first n_b trials, reported once some trial beyond the smaller budgets exists
+                trials = tuning[tuning["trial"] < n] if (tuning["trial"] >= prev).any() else tuning[:0]
+                prev = n
             if trials.empty:
                 continue
             best = trials.sort_values(["score_valid", "trial"], ascending=[False, True], kind="stable").iloc[0]
@@ -187,6 +193,7 @@ def best_settings(perf: pd.DataFrame, budgets: Mapping[str, int] | None = None, 
             row["n_other_reruns"] = len(mine) - len(same)
             row["select_score"] = float(best["score_valid"])
             row["budget_trials"] = len(trials)
+            row["complete"] = len(trials) >= n
             out.append(row)
     df = pd.DataFrame(out)
     if "n_other_reruns" in df:
@@ -225,7 +232,12 @@ def rank(best: pd.DataFrame, by: tuple[str, ...] = RANK_BY) -> pd.DataFrame:
         gg = g.copy()
         gg["rank"] = ranks
         out.append(gg.sort_values(["rank", "score"], ascending=[True, False], kind="stable"))
-    return pd.concat(out, ignore_index=True) if out else best.assign(rank=pd.Series(dtype=int))
+    if not out:
+        return best.assign(rank=pd.Series(dtype=int))
+    df = pd.concat(out, ignore_index=True)
+    order = [c for c in ("problem", "schedule", "batch_size", "budget_trials") if c in df] + ["rank"]
+    df["_neg"] = -df["score"]
+    return df.sort_values(order + ["_neg"], kind="stable").drop(columns="_neg").reset_index(drop=True)
 
 
 def aggregate_ranks(ranked: pd.DataFrame) -> pd.DataFrame:

@@ -116,8 +116,10 @@ def simple_run(final_valid: float, final_test: float | None = None, metric: str 
     """A run whose metric curves end exactly at ``final_valid`` / ``final_test`` (test defaults to valid).
 
     For accuracy problems the losses fall alongside; for loss problems the accuracy columns are NaN.
+    The problem defaults to an accuracy problem (fmnist_2c2d) or a loss problem (quadratic_deep) to match ``metric``.
     """
     final_test = final_valid if final_test is None else final_test
+    record.setdefault("problem", "fmnist_2c2d" if metric == "accuracy" else "quadratic_deep")
     rec = make_record(num_epochs=num_epochs, **record)
     n = num_epochs + 1
     if metric == "accuracy":
@@ -135,3 +137,50 @@ def simple_run(final_valid: float, final_test: float | None = None, metric: str 
         for c in ("train_loss", "valid_loss", "test_loss"):
             rows[c][n // 2:] = np.nan
     return Run(rec, rows, status=status)
+
+
+def step_run(reach_step: int, final_valid: float, final_test: float | None = None, before: float = 0.5,
+             last_step: int | None = None, n_evals: int = 11, status: str = "finished", **record: Any) -> Run:
+    """An accuracy run whose validation and test accuracy jump from ``before`` to their final values
+    at exactly ``reach_step`` (an evaluation is placed there): steps to any target between the
+    two levels is ``reach_step``."""
+    final_test = final_valid if final_test is None else final_test
+    record.setdefault("problem", "fmnist_2c2d")
+    last_step = max(int(reach_step) * 2, 10) if last_step is None else last_step
+    steps = np.unique(np.r_[np.linspace(0, last_step, n_evals).astype(np.int64), int(reach_step)])
+    n = len(steps)
+    after = steps >= reach_step
+    rec = make_record(num_epochs=n - 1, **record)
+    rows = eval_rows(n, step=steps, lr=dict(rec["hparams"]).get("lr", 0.01),
+                     valid_accuracy=np.where(after, final_valid, before), test_accuracy=np.where(after, final_test, before),
+                     train_accuracy=np.where(after, final_valid, before),
+                     valid_loss=np.where(after, 1 - final_valid, 1 - before), test_loss=np.where(after, 1 - final_test, 1 - before),
+                     train_loss=np.where(after, 1 - final_valid, 1 - before), wall_time=np.arange(n, dtype=float))
+    return Run(rec, rows, status=status)
+
+
+def crossover_runs(models: Mapping[str, tuple[float, float]], finals: Mapping[str, Mapping[int, float]],
+                   batch_sizes: Iterable[int], seed_factors: Iterable[float] = (0.98, 1.0, 1.02),
+                   seed_offsets: Iterable[float] = (-0.004, 0.0, 0.004), problem: str = "synthetic_lm",
+                   study: str = "crossover") -> list[Run]:
+    """A batch-size sweep whose answers are known: optimizer X (a key of ``models`` = (S_min, N))
+    at batch size B reaches its final accuracy after S_X(B) = S_min·(1 + N/B) steps on average over
+    seeds (seed i at S·seed_factors[i]) and ends at finals[X][B] + seed_offsets[i] (test) /
+    finals[X][B] (validation). Per (X, B): two tuning trials (trial 0 is the better one) in budget
+    "large" with seed 42, and re-runs of trial 0 with the remaining seeds."""
+    factors, offsets = list(seed_factors), list(seed_offsets)
+    seeds = [42 + i for i in range(len(factors))]
+    runs = []
+    for opt, (s_min, n_crit) in models.items():
+        for B in batch_sizes:
+            S = s_min * (1 + n_crit / B)
+            f = finals[opt][B]
+            base = dict(problem=problem, study=study, optimizer=opt, batch_size=int(B), budget="large")
+            runs.append(step_run(round(S * factors[0]), f, f + offsets[0], kind="tuning", trial=0, seed=seeds[0],
+                                 hparams={"lr": 0.1}, last_step=int(4 * S), **base))
+            runs.append(step_run(round(S * 2), f - 0.05, f - 0.05, kind="tuning", trial=1, seed=seeds[0],
+                                 hparams={"lr": 0.5}, last_step=int(4 * S), **base))
+            for sd, fac, off in zip(seeds[1:], factors[1:], offsets[1:]):
+                runs.append(step_run(round(S * fac), f, f + off, kind="rerun", trial=-1, seed=sd,
+                                     hparams={"lr": 0.1}, last_step=int(4 * S), **base))
+    return runs

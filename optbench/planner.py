@@ -12,7 +12,10 @@ Deferred re-runs are resolved later (:mod:`optbench.resolve`) into ``DIR/resolve
 """
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import json
+import math
 import os
 import time
 from collections import Counter
@@ -25,7 +28,7 @@ import pandas as pd
 
 from optbench import optimizer_specs
 from optbench.errors import PlanError
-from optbench.record import RunRecord, canonical_items
+from optbench.record import LOCATION_ARGS, RunRecord, canonical_items
 from optbench.search import sample_trials
 from optbench.study import Study
 
@@ -52,35 +55,135 @@ def expand(study: Study) -> Iterator[RunRecord]:
                 spec = optimizer_specs.get(opt)
                 defaults = study.defaults(opt)
                 trials = sample_trials(study.space(opt), study.n_trials, study.search, study.sampler_seed)
+                # the settings do not depend on the schedule: computed once per trial (and shared, which
+                # also lets fast_run_ids reuse their encoding)
+                default = _setting(spec, defaults)
+                tuned_settings = [(next(name for name, n in study.budgets if k < n), _setting(spec, {**defaults, **tuned}))
+                                  for k, tuned in enumerate(trials)]
                 for sched in study.schedules:
                     base = dict(study=study.name, problem=problem, optimizer=opt, schedule=sched,
                                 batch_size=batch_size, num_epochs=setting.num_epochs, problem_args=pargs,
                                 schedule_args=canonical_items(study.schedule_args.get(sched)))
-                    default = canonical_items(spec.setting(defaults))
                     for seed in study.oneshot_seeds:
                         yield RunRecord(budget="oneshot", kind="oneshot", trial=-1, seed=seed, hparams=default, **base)
-                    for k, tuned in enumerate(trials):
-                        budget = next(name for name, n in study.budgets if k < n)
+                    for k, (budget, hparams) in enumerate(tuned_settings):
                         yield RunRecord(budget=budget, kind="tuning", trial=k, seed=study.tuning_seed,
-                                        hparams=canonical_items(spec.setting({**defaults, **tuned})), **base)
+                                        hparams=hparams, **base)
                     for budget, _ in study.budgets:
                         for seed in study.rerun_seeds:
                             yield RunRecord(budget=budget, kind="rerun", trial=-1, seed=seed, **base)
 
 
+def _setting(spec, values) -> tuple[tuple[str, float], ...]:
+    """A run's hyperparameters as floats: the plan file stores them as floats, and the id recomputed
+    from a plan row (:func:`record_from_row`) must equal the planned one (Lookahead's default k is an int)."""
+    return canonical_items({k: float(v) for k, v in spec.setting(values).items()})
+
+
 def records_to_frame(records: Iterable[RunRecord]) -> pd.DataFrame:
-    rows = []
-    for r in records:
-        row = {c: getattr(r, c) for c in RECORD_COLUMNS if c not in ("run_id", "problem_args", "schedule_args")}
-        row["run_id"] = r.run_id
-        row["problem_args"] = json.dumps(dict(r.problem_args), sort_keys=True)
-        row["schedule_args"] = json.dumps(dict(r.schedule_args), sort_keys=True)
+    records = list(records)
+    cols: dict[str, list] = {c: [] for c in RECORD_COLUMNS}
+    hp: dict[str, dict[int, float]] = {}
+    dumps_cache: dict[int, tuple[tuple, str]] = {}
+
+    def dumps(items: tuple) -> str:  # json of a (shared) args tuple, computed once per tuple object
+        hit = dumps_cache.get(id(items))
+        if hit is None or hit[0] is not items:
+            hit = dumps_cache[id(items)] = (items, json.dumps(dict(items), sort_keys=True))
+        return hit[1]
+
+    plain = [c for c in RECORD_COLUMNS if c not in ("run_id", "problem_args", "schedule_args")]
+    for i, r in enumerate(records):
+        for c in plain:
+            cols[c].append(getattr(r, c))
+        cols["problem_args"].append(dumps(r.problem_args))
+        cols["schedule_args"].append(dumps(r.schedule_args))
         for k, v in r.hparams:
-            row[f"hp_{k}"] = float(v)
-        rows.append(row)
-    df = pd.DataFrame(rows)
-    hp_cols = sorted(c for c in df.columns if c.startswith("hp_"))
-    return df[list(RECORD_COLUMNS) + hp_cols]
+            hp.setdefault(f"hp_{k}", {})[i] = float(v)
+    cols["run_id"] = fast_run_ids(records)
+    df = pd.DataFrame(cols, columns=list(RECORD_COLUMNS))
+    for c in sorted(hp):
+        values = np.full(len(records), np.nan)
+        idx = np.fromiter(hp[c].keys(), dtype=np.int64, count=len(hp[c]))
+        values[idx] = np.fromiter(hp[c].values(), dtype=np.float64, count=len(hp[c]))
+        df[c] = values
+    return df
+
+
+# ------------------------------------------------------------------ fast run ids
+# ``RunRecord.run_id`` hashes ``json.dumps(record.identity(), sort_keys=True, separators=(",", ":"))``;
+# ``dataclasses.asdict`` and the generic JSON encoder make that ~100 µs a run, 5 s for Crowded Valley.
+# The functions below build the *same* JSON text field by field, encoding each distinct value once
+# (strings by value, tuples by object identity), and check a sample of records against
+# ``RunRecord.run_id`` on every call, so a change of the record's identity cannot go unnoticed.
+_ID_FIELDS = tuple(sorted(f.name for f in dataclasses.fields(RunRecord)))
+_ID_KEYS = ("batch_size", "budget", "hparams", "kind", "num_epochs", "optimizer", "problem", "problem_args",
+            "schedule", "schedule_args", "seed", "study", "trial")
+_JSON = json.JSONEncoder(sort_keys=True, separators=(",", ":"))
+
+
+class _IdEncoder:
+    def __init__(self):
+        self._str: dict[str, str] = {}
+        self._obj: dict[tuple[int, frozenset], tuple[object, str]] = {}
+
+    def s(self, value: str) -> str:
+        out = self._str.get(value)
+        if out is None:
+            out = self._str[value] = _JSON.encode(value)
+        return out
+
+    def items(self, value: tuple, drop: frozenset = frozenset()) -> str:
+        """JSON of a tuple of (key, value) pairs (keys in ``drop`` left out), cached by object identity."""
+        key = (id(value), drop)
+        hit = self._obj.get(key)
+        if hit is None or hit[0] is not value:
+            kept = tuple(p for p in value if p[0] not in drop) if drop else value
+            hit = self._obj[key] = (value, _JSON.encode(kept))
+        return hit[1]
+
+    def blob(self, batch_size, budget, hparams_json, kind, num_epochs, optimizer, problem, problem_args_json,
+             schedule, schedule_args_json, seed, study, trial) -> str:
+        s = self.s
+        return (f'{{"batch_size":{_num(batch_size)},"budget":{s(budget)},"hparams":{hparams_json},'
+                f'"kind":{s(kind)},"num_epochs":{_num(num_epochs)},"optimizer":{s(optimizer)},'
+                f'"problem":{s(problem)},"problem_args":{problem_args_json},"schedule":{s(schedule)},'
+                f'"schedule_args":{schedule_args_json},"seed":{_num(seed)},"study":{s(study)},'
+                f'"trial":{_num(trial)}}}')
+
+
+def _num(v) -> str:
+    """JSON of a number as ``json.dumps`` writes it (int and finite float: their repr)."""
+    t = type(v)
+    if t is int or (t is float and math.isfinite(v)):
+        return repr(v)
+    return _JSON.encode(v)
+
+
+def _hash(blob: str) -> str:
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _sample(n: int) -> list[int]:
+    return sorted(set(range(0, n, max(1, n // 50))) | {n - 1}) if n else []
+
+
+def fast_run_ids(records: list[RunRecord]) -> list[str]:
+    """``[r.run_id for r in records]``, about 20 times faster.
+
+    A sample of records is checked against ``RunRecord.run_id``; should they ever disagree (the
+    record's identity changed and this encoder was not updated), every id is computed the slow way.
+    """
+    if _ID_FIELDS != _ID_KEYS:  # the record gained or lost a field: use the reference implementation
+        return [r.run_id for r in records]
+    enc = _IdEncoder()
+    ids = [_hash(enc.blob(r.batch_size, r.budget, "[]" if r.kind == "rerun" else enc.items(r.hparams), r.kind,
+                          r.num_epochs, r.optimizer, r.problem, enc.items(r.problem_args, LOCATION_ARGS), r.schedule,
+                          enc.items(r.schedule_args), r.seed, r.study, r.trial))
+           for r in records]
+    if any(records[i].run_id != ids[i] for i in _sample(len(records))):
+        return [r.run_id for r in records]
+    return ids
 
 
 def record_from_row(row: dict) -> RunRecord:
@@ -188,12 +291,73 @@ def load_plan(study_dir: str | Path, verify: bool = True) -> pd.DataFrame:
 
 
 def verify_ids(df: pd.DataFrame, path: Path) -> None:
-    """Recompute every run id from its row: a plan edited by hand must not silently mix results."""
-    for row in df.to_dict("records"):
-        r = record_from_row(row)
-        if r.run_id != row["run_id"]:
-            raise PlanError(f"{path}: row of run {row['run_id']} does not match its content "
-                            "(plan edited by hand?); re-run `optbench plan`")
+    """Recompute every run id from its row: a plan edited by hand must not silently mix results.
+
+    Equivalent to ``record_from_row(row).run_id == row["run_id"]`` for every row (which
+    :func:`_check_sample` confirms on a sample), computed column-wise in a fraction of the time.
+    """
+    bad = _first_mismatch(df)
+    if bad is not None:
+        raise PlanError(f"{path}: row of run {df['run_id'].iloc[bad]} does not match its content "
+                        "(plan edited by hand?); re-run `optbench plan`")
+
+
+def _first_mismatch(df: pd.DataFrame) -> int | None:
+    n = len(df)
+    if n == 0:
+        return None
+    # the reference implementation on a sample of rows; should the fast path below ever disagree with
+    # it (RunRecord.identity changed and _IdEncoder was not updated), every row is checked the slow way
+    sample = _sample(n)
+    reference = [record_from_row(row).run_id == row["run_id"] for row in df.iloc[sample].to_dict("records")]
+    if _ID_FIELDS != _ID_KEYS:
+        return _first_mismatch_slow(df)
+    enc = _IdEncoder()
+    args_json: dict[str, str] = {}
+
+    def args(text: str, drop: frozenset = frozenset()) -> str:  # as record_from_row + identity, per distinct text
+        key = (text, bool(drop))
+        out = args_json.get(key)
+        if out is None:
+            items = canonical_items(json.loads(text))
+            out = args_json[key] = _JSON.encode(tuple(p for p in items if p[0] not in drop))
+        return out
+
+    # hparams as record_from_row gives them: the non-NaN hp_ columns, sorted by name, as floats
+    hp_cols = sorted(c for c in df.columns if c.startswith("hp_"))
+    names = [_JSON.encode(c[3:]) for c in hp_cols]
+    hp_values = df[hp_cols].to_numpy(dtype=np.float64) if hp_cols else np.zeros((n, 0))
+    present = ~np.isnan(hp_values)
+    order = sorted(range(len(hp_cols)), key=lambda j: hp_cols[j][3:])
+    kinds = df["kind"].tolist()
+    ids = df["run_id"].tolist()
+    cols = [df[c].tolist() for c in ("batch_size", "budget", "num_epochs", "optimizer", "problem", "problem_args",
+                                      "schedule", "schedule_args", "seed", "study", "trial")]
+    hp_json: dict[bytes, str] = {}  # by the row's exact float bits (NaN = absent)
+    fast_ok = []
+    for i, (bs, budget, epochs, opt, prob, pargs, sched, sargs, seed, study, trial) in enumerate(zip(*cols)):
+        if kinds[i] == "rerun":
+            hparams = "[]"
+        else:
+            key = hp_values[i].tobytes()
+            hparams = hp_json.get(key)
+            if hparams is None:
+                row_vals, row_present = hp_values[i], present[i]
+                hparams = hp_json[key] = "[" + ",".join(f"[{names[j]},{_num(float(row_vals[j]))}]"
+                                                        for j in order if row_present[j]) + "]"
+        blob = enc.blob(int(bs), budget, hparams, kinds[i], int(epochs), opt, prob, args(pargs, LOCATION_ARGS),
+                        sched, args(sargs), int(seed), study, int(trial))
+        fast_ok.append(_hash(blob) == ids[i])
+    if [fast_ok[i] for i in sample] != reference:
+        return _first_mismatch_slow(df)
+    return next((i for i, ok in enumerate(fast_ok) if not ok), None)
+
+
+def _first_mismatch_slow(df: pd.DataFrame) -> int | None:
+    for i, row in enumerate(df.to_dict("records")):
+        if record_from_row(row).run_id != row["run_id"]:
+            return i
+    return None
 
 
 def read_resolutions(study_dir: str | Path) -> dict[str, dict]:

@@ -105,6 +105,12 @@ class TaskFile:
             f.flush()
             return n + 1
 
+    def bump(self, run_id: str, counter: str) -> None:
+        """Add one to an integer attribute of the run (resumes, scratch restarts …)."""
+        with self._open() as f:
+            g = f["runs"][run_id]
+            g.attrs[counter] = int(g.attrs.get(counter, 0)) + 1
+
     def set_status(self, run_id: str, status: str, **attrs: Any) -> None:
         assert status in STATUSES, status
         with self._open() as f:

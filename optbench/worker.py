@@ -136,7 +136,7 @@ class ChunkRunner(submitit.helpers.Checkpointable):
                                                           os.environ.get("CUDA_VISIBLE_DEVICES", "")})
                     t0 = time.time()
                     try:
-                        status = train_one(rec, tf, ckpts, interrupt, device, opts)
+                        status = train_one(rec, tf, ckpts, interrupt, device, opts, lease)
                     except Exception as e:  # the run's own failure: record it, keep the task going
                         err = f"{type(e).__name__}: {e}"
                         tf.set_status(rid, "failed", error=err, traceback=traceback.format_exc()[-4000:],
@@ -156,15 +156,29 @@ class ChunkRunner(submitit.helpers.Checkpointable):
 
 
 def train_one(rec, tf: TaskFile, ckpts: CheckpointStore, interrupt: Interrupt, device: str,
-              opts: dict[str, Any]) -> str:
+              opts: dict[str, Any], lease: RunLease | None = None) -> str:
+    """Train one run, resuming from its checkpoint; progress is noted in the lease at each checkpoint.
+
+    The lease note lets the next attempt tell "no checkpoint yet" from "checkpoint lost": an attempt
+    that must start from scratch although an earlier one had checkpointed is counted in the run's
+    ``scratch_restarts`` attribute (the chaos run asserts it stays 0).
+    """
     from optbench.trainer import train_run
 
     rid = rec.run_id
+    noted = (lease.outcome() or {}) if lease is not None else {}
 
     def checkpoint(state):
         if state is None:
-            return ckpts.load(rid)
+            loaded = ckpts.load(rid)
+            if loaded is not None:
+                tf.bump(rid, "resumes")
+            elif noted.get("checkpointed_epoch") is not None:
+                tf.bump(rid, "scratch_restarts")
+            return loaded
         ckpts.save(rid, state)
+        if lease is not None:
+            lease.record_outcome(status="running", checkpointed_epoch=state["epoch"], pos=state["pos"])
         return None
 
     return train_run(rec, sink=_FileSink(tf, rid), checkpoint=checkpoint, interrupt=interrupt, device=device,
