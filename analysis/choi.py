@@ -240,7 +240,8 @@ def performance_profile(costs: pd.DataFrame, taus: Iterable[float] | None = None
     count against everyone."""
     r = _ratios(costs, value)
     taus = np.linspace(1.0, tau_max, 61) if taus is None else np.asarray(list(taus), float)
-    prof = pd.DataFrame({t: (r <= t).sum(axis=1) / r.shape[1] for t in taus})
+    frac = (r.to_numpy()[:, :, None] <= taus[None, None, :]).mean(axis=1)
+    prof = pd.DataFrame(frac, index=r.index, columns=pd.Index(taus))
     prof.columns.name = "tau"
     return prof
 

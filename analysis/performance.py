@@ -145,8 +145,8 @@ def _pools_separate(tuning: pd.DataFrame) -> bool:
 def best_settings(perf: pd.DataFrame, budgets: Mapping[str, int] | None = None, pools: str = "auto") -> pd.DataFrame:
     """Per (problem, optimizer, schedule, batch_size, budget): the chosen setting and its performance over seeds.
 
-    ``budgets`` maps budget name → number of trials; inferred from the tuning runs' budget tags when
-    not given. ``pools``: "nested" (budget b = the first n_b trials of one pool, optbench's plans),
+    ``budgets`` maps budget name → number of trials; when not given, inferred per pool from its
+    tuning runs' budget tags (``complete`` then compares with the largest such count in the study). ``pools``: "nested" (budget b = the first n_b trials of one pool, optbench's plans),
     "separate" (budget b = the trials tagged b, the released DeepOBS tree) or "auto".
     Columns: the group, ``trial`` (−1 for one-shot), ``hparams``, ``metric``, ``n_seeds``,
     ``n_diverged``, ``mean``/``std`` (test metric over seeds, finite ones), ``score``/``score_std``
@@ -156,9 +156,8 @@ def best_settings(perf: pd.DataFrame, budgets: Mapping[str, int] | None = None, 
     from; 0 for one-shot), ``complete`` (all n_b trials present), ``n_other_reruns`` (re-runs of the budget whose
     setting differs from the chosen one: left out).
     """
-    if budgets is None:
-        budgets = infer_budgets(perf)
-    budgets = dict(sorted(budgets.items(), key=lambda kv: kv[1]))
+    given = budgets is not None
+    sizes = dict(budgets) if given else infer_budgets(perf)
     out = []
     if perf.empty:
         return pd.DataFrame(out)
@@ -176,6 +175,9 @@ def best_settings(perf: pd.DataFrame, budgets: Mapping[str, int] | None = None, 
             continue
         separate = pools == "separate" or (pools == "auto" and _pools_separate(tuning))
         reruns = g[g["kind"] == "rerun"]
+        # budget sizes from this pool's own tags unless given (studies may differ between problems)
+        budgets = sizes if given else infer_budgets(tuning)
+        budgets = dict(sorted(budgets.items(), key=lambda kv: kv[1]))
         prev = 0
         for budget, n in budgets.items():
             if separate:
@@ -193,7 +195,7 @@ def best_settings(perf: pd.DataFrame, budgets: Mapping[str, int] | None = None, 
             row["n_other_reruns"] = len(mine) - len(same)
             row["select_score"] = float(best["score_valid"])
             row["budget_trials"] = len(trials)
-            row["complete"] = len(trials) >= n
+            row["complete"] = len(trials) >= sizes.get(budget, n)
             out.append(row)
     df = pd.DataFrame(out)
     if "n_other_reruns" in df:

@@ -83,12 +83,14 @@ def analyse(res: Results, opts: Options | None = None) -> dict[str, pd.DataFrame
             t["performance_profile"] = choi.performance_profile(fastest, tau_max=o.tau_max)
             t["profile_scores"] = choi.profile_scores(fastest, tau_max=o.tau_max).reset_index()
     if crossover.applicable(best):
-        gap = crossover.gap_vs_batch_size(best, n_boot=o.n_boot, ci=o.ci, seed=o.seed)
+        multi = best.groupby("problem", observed=True)["batch_size"].transform("nunique") > 1
+        sweep = best[multi]  # only problems run at several batch sizes
+        gap = crossover.gap_vs_batch_size(sweep, n_boot=o.n_boot, ci=o.ci, seed=o.seed)
         t["crossover_gap"] = gap
-        ctargets = crossover.scaling_targets(best, perf)
+        ctargets = crossover.scaling_targets(sweep, perf)
         if ctargets:
             stt_c = choi.steps_to_target(res, ctargets, split="valid")
-            pts = crossover.scaling_points(best, stt_c)
+            pts = crossover.scaling_points(sweep, stt_c)
             t["crossover_points"] = pts
             t["crossover_fit"] = crossover.crossover(pts, n_boot=o.n_boot, ci=o.ci, seed=o.seed) if len(pts) else pd.DataFrame()
     return t

@@ -7,6 +7,21 @@ from optbench import planner
 from optbench.state import STATES, run_states
 
 
+def task_logs(study_dir: Path) -> dict[str, Path]:
+    """run_id -> stderr log of the last task it was submitted in (submitit's folder layout)."""
+    from optbench.dispatch import ledger
+
+    out: dict[str, Path] = {}
+    for e in ledger(study_dir):
+        for t in e["tasks"]:
+            folder = study_dir / "submitit" / e["stamp"] / t["job_id"]
+            logs = sorted(folder.glob("*_log.err"))
+            if logs:
+                for rid in t["run_ids"]:
+                    out[rid] = logs[-1]
+    return out
+
+
 def print_status(study_dir: Path, verbose: bool = False) -> int:
     plan = planner.load_plan(study_dir, verify=False)
     states, bad = run_states(study_dir, plan)
@@ -21,12 +36,22 @@ def print_status(study_dir: Path, verbose: bool = False) -> int:
     print("\nby problem:\n" + by_problem.to_string())
     req = states[states["requeues"] > 0]
     if len(req):
-        print(f"\n{len(req)} runs were requeued (max {int(req['requeues'].max())} times)")
+        hist = req["requeues"].value_counts().sort_index()
+        print(f"\nrequeues per run: " + ", ".join(f"{n}x: {c} runs" for n, c in hist.items()))
     failed = states[states["state"] == "failed"]
     if len(failed):
+        logs = task_logs(study_dir)
         print(f"\nfailed runs ({len(failed)}):")
         for _, r in failed.head(None if verbose else 10).iterrows():
             print(f"  {r['run_id']} {r['problem']}/{r['optimizer']} attempts={r['attempts']} {r['file']}: {r['error']}")
+            log = logs.get(r["run_id"])
+            if log is not None and log.exists():
+                tail = log.read_text(errors="replace").strip().splitlines()[-5:]
+                print(f"    last lines of {log}:")
+                for line in tail:
+                    print(f"      {line}")
+        if len(failed) > 10 and not verbose:
+            print(f"  … and {len(failed) - 10} more (optbench status -v)")
     for path, err in bad:
         print(f"\nwarning: unreadable result file {path}: {err}")
     return 0

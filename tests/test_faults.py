@@ -115,3 +115,43 @@ def test_full_disk_keeps_earlier_data(tiny_study, tmp_path):
         assert all(after[r]["status"] == before[r]["status"] for r in ids[:2])
     finally:
         subprocess.run(["umount", str(results)], check=False)
+
+
+FAILING = """
+name = "failing"
+problems = ["quadratic_deep"]
+optimizers = ["sgd"]
+schedules = ["none"]
+[problem_settings.quadratic_deep]
+num_epochs = 1
+batch_size = 16
+dim = 10
+train_size = 8
+[oneshot]
+seeds = [1]
+"""
+
+
+def test_failing_run_is_retried_up_to_the_limit_then_reported(write_study, tmp_path):
+    s = tmp_path / "f"
+    assert cli("plan", write_study(FAILING), "-o", s).returncode == 0
+    r = cli("submit", s, "--executor", "local")
+    assert r.returncode == 0, r.stderr
+    # the default profile allows 2 retries: 3 attempts, then it stays failed
+    assert r.stdout.count("submitted 1 runs") == 3 and "1 failed too often" in r.stdout, r.stdout
+    st = cli("status", s)
+    assert "failed" in st.stdout and "attempts=3" in st.stdout
+    assert "ValueError: batch size 16 larger than the 8 training examples" in st.stdout
+    assert "last lines of" in st.stdout  # the task's log is shown
+
+
+def test_diverged_run_is_finished_and_not_retried(write_study, tmp_path):
+    s = tmp_path / "d"
+    text = FAILING.replace("train_size = 8", "train_size = 64").replace('name = "failing"', 'name = "div"')
+    text = text.replace("num_epochs = 1", "num_epochs = 30")
+    text += '[tuning.space.sgd]\nlr = ["log", 50.0, 100.0]\n[tuning]\nbudgets = { small = 1 }\n'
+    assert cli("plan", write_study(text), "-o", s).returncode == 0
+    r = cli("submit", s, "--executor", "local")
+    assert r.returncode == 0 and r.stdout.count("submitted") == 1, r.stdout
+    st = cli("status", s)
+    assert "diverged" in st.stdout and "2 runs, 2 done" in st.stdout, st.stdout
