@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
 import sys
 from pathlib import Path
@@ -240,49 +239,61 @@ def _fmt(v: float) -> str:
 
 
 def setting_folder(num_epochs: int, batch_size: int, hparams: dict) -> str:
+    """DeepOBS' setting folder name: ``num_epochs__N__batch_size__B__<tf name>__<value>…`` (sorted)."""
     parts = [f"num_epochs__{num_epochs}", f"batch_size__{batch_size}"]
-    for k in sorted(TF_NAME_OF.get(k, k) for k in hparams):
-        ours = {TF_NAME_OF.get(n, n): n for n in hparams}[k]
-        parts.append(f"{k}__{_fmt(hparams[ours])}")
+    for tf_name, v in sorted((TF_NAME_OF.get(k, k), v) for k, v in hparams.items()):
+        parts.append(f"{tf_name}__{_fmt(v)}")
     return "__".join(parts)
 
 
-def run_json(results: Results, i: int, lo: int, hi: int) -> dict:
-    """The DeepOBS JSON document of run ``i`` (evaluation rows ``lo:hi``)."""
-    r = results.runs.iloc[i]
-    hp = {c[3:]: float(r[c]) for c in results.runs.columns if c.startswith("hp_") and pd.notna(r[c])}
-    doc = {"testproblem": str(r["problem"]), "batch_size": int(r["batch_size"]), "num_epochs": int(r["num_epochs"]),
-           "random_seed": int(r["seed"]), "l2_reg": None, "optimizer_name": FOLDER_OF.get(str(r["optimizer"]), str(r["optimizer"])),
+def json_path(root: str | Path, record: dict) -> Path:
+    """Where a run (record dict as in optbench's result files) goes in the released layout. The date
+    part encodes the trial (tuning runs), so that :func:`import_deepobs` numbers trials back in order."""
+    hp = {k: float(v) for k, v in record.get("hparams", [])}
+    stamp = max(int(record.get("trial", -1)), 0)
+    date = f"2020-01-01-{stamp // 3600:02d}-{stamp // 60 % 60:02d}-{stamp % 60:02d}"
+    return (Path(root) / BUDGET_FOLDER_OF.get(record["budget"], record["budget"]) / record["schedule"] / record["problem"]
+            / FOLDER_OF.get(record["optimizer"], record["optimizer"])
+            / setting_folder(int(record["num_epochs"]), int(record["batch_size"]), hp)
+            / f"random_seed__{int(record['seed'])}__{date}.json")
+
+
+def json_document(record: dict, evals: np.ndarray) -> dict:
+    """The DeepOBS JSON document of one run (accuracy lists only where the run has accuracies;
+    NaN stays NaN, as Python's json writes and reads it)."""
+    hp = {k: float(v) for k, v in record.get("hparams", [])}
+    doc = {"testproblem": record["problem"], "batch_size": int(record["batch_size"]),
+           "num_epochs": int(record["num_epochs"]), "random_seed": int(record["seed"]), "l2_reg": None,
+           "optimizer_name": FOLDER_OF.get(record["optimizer"], record["optimizer"]),
            "optimizer_hyperparams": {TF_NAME_OF.get(k, k): v for k, v in hp.items()},
            "training_params": {"lr_sched_epochs": [], "lr_sched_factors": []}}
     for f, key in _SERIES_KEYS.items():
-        v = results.field(f)[lo:hi]
+        v = evals[f]
         if f.endswith("accuracy") and not np.isfinite(v).any():
             continue
-        doc[key] = [None if not math.isfinite(x) else x for x in v.tolist()]
-    doc["minibatch_train_losses"] = [None if not math.isfinite(x) else x for x in results.field("minibatch_loss")[lo:hi].tolist()]
+        doc[key] = v.tolist()
+    doc["minibatch_train_losses"] = evals["minibatch_loss"].tolist()
     return doc
 
 
 def export_deepobs(results: Results, root: str | Path, indent: int | None = None) -> int:
-    """Write every run as ``<root>/<budget>/<schedule>/<problem>/<OptimizerFolder>/<setting>/
-    random_seed__<s>__<date>.json``; returns the number of files. Settings are told apart by their
-    hyperparameters; the date part encodes the trial (tuning) or the seed (others), so that
-    :func:`import_deepobs` numbers trials back in the same order. ``indent=4`` is DeepOBS' own
-    formatting (slower to write; compact JSON parses the same)."""
-    root = Path(root)
+    """Write every run in the released layout (see :func:`json_path`); returns the number of files.
+    ``indent=4`` is DeepOBS' own formatting (slower to write; compact JSON parses the same)."""
     starts, counts = results.starts, results.counts
-    made = set()
-    for i in range(results.n_runs):
-        r = results.runs.iloc[i]
-        hp = {c[3:]: float(r[c]) for c in results.runs.columns if c.startswith("hp_") and pd.notna(r[c])}
-        d = root / BUDGET_FOLDER_OF.get(str(r["budget"]), str(r["budget"])) / str(r["schedule"]) / str(r["problem"]) \
-            / FOLDER_OF.get(str(r["optimizer"]), str(r["optimizer"])) / setting_folder(int(r["num_epochs"]), int(r["batch_size"]), hp)
-        if d not in made:
-            d.mkdir(parents=True, exist_ok=True)
-            made.add(d)
-        stamp = int(r["trial"]) if int(r["trial"]) >= 0 else 0
-        date = f"2020-01-01-{stamp // 3600:02d}-{stamp // 60 % 60:02d}-{stamp % 60:02d}"
-        doc = run_json(results, i, int(starts[i]), int(starts[i] + counts[i]))
-        (d / f"random_seed__{int(r['seed'])}__{date}.json").write_text(json.dumps(doc, indent=indent))
+    hp_cols = [c for c in results.runs.columns if c.startswith("hp_")]
+    made: set[Path] = set()
+    fields = [f for f in EVAL_FIELDS]
+    for i, r in enumerate(results.runs.to_dict("records")):
+        rec = {k: (str(r[k]) if k in ("problem", "optimizer", "schedule", "budget") else r[k])
+               for k in ("problem", "optimizer", "schedule", "budget", "trial", "seed", "batch_size", "num_epochs")}
+        rec["hparams"] = [(c[3:], r[c]) for c in hp_cols if pd.notna(r[c])]
+        lo, hi = int(starts[i]), int(starts[i] + counts[i])
+        rows = np.zeros(hi - lo, dtype=EVAL_DTYPE)
+        for f in fields:
+            rows[f] = results.field(f)[lo:hi]
+        path = json_path(root, rec)
+        if path.parent not in made:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            made.add(path.parent)
+        path.write_text(json.dumps(json_document(rec, rows), indent=indent))
     return results.n_runs

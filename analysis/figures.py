@@ -94,18 +94,21 @@ def fig_final_performance(best: pd.DataFrame, problem: str):
     fig, ax = p.subplots(figsize=(max(5, 0.55 * len(opts) + 3), 3.8))
     multi_b = g["batch_size"].nunique() > 1 if "batch_size" in g else False
     keys = ["budget", "schedule"] + (["batch_size"] if multi_b else [])
-    combos = sorted({tuple(str(x) for x in t) for t in g[keys].itertuples(index=False)})
+    trials = g.groupby("budget", observed=True)["budget_trials"].max().to_dict() if "budget_trials" in g else {}
+    combos = sorted({tuple(t) for t in g[keys].itertuples(index=False)},
+                    key=lambda c: (trials.get(c[0], 0), str(c[0]), str(c[1])) + tuple(c[2:]))
     for ci, combo in enumerate(combos):
         mask = np.ones(len(g), bool)
         for k, v in zip(keys, combo):
-            mask &= g[k].astype(str).to_numpy() == v
+            mask &= g[k].to_numpy() == v
         sub = g[mask].set_index(g[mask]["optimizer"].astype(str))
         present = [o for o in opts if o in sub.index]
         off = (ci - (len(combos) - 1) / 2) * 0.7 / max(1, len(combos))
         xs = [opts.index(o) + off for o in present]
         ys = [sub.loc[o, "mean"] for o in present]
         es = [sub.loc[o, "std"] for o in present]
-        ax.errorbar(xs, ys, yerr=es, fmt="o", ms=3.5, capsize=2, label=" / ".join(combo))
+        label = f"{combo[0]} / {combo[1]}" + (f" / B={combo[2]}" if multi_b else "")
+        ax.errorbar(xs, ys, yerr=es, fmt="o", ms=3.5, capsize=2, label=label)
     ref = g[(g["optimizer"].astype(str) == "adam") & (g["budget"].astype(str) == "oneshot")]
     if len(ref) and np.isfinite(ref["mean"]).any():
         ax.axhline(np.nanmean(ref["mean"]), color="k", ls="--", lw=1, label="Adam, one-shot")

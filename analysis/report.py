@@ -144,13 +144,12 @@ def summary_text(ranked: pd.DataFrame, agg: pd.DataFrame) -> list[str]:
     lines = []
     if ranked.empty:
         return ["No finished runs to rank."]
-    multi_b = ranked.groupby("problem", observed=True)["batch_size"].nunique().max() > 1
-    keys = ["problem", "budget"] + (["batch_size"] if multi_b else [])
+    n_b = ranked.groupby("problem", observed=True)["batch_size"].nunique()
     order = ranked.sort_values([c for c in ("problem", "budget_trials", "batch_size") if c in ranked], kind="stable")
-    for key, g in order.groupby(keys, observed=True, sort=False):
+    for key, g in order.groupby(["problem", "budget", "batch_size"], observed=True, sort=False):
         winners = g[g["rank"] == 1]
         names = ", ".join(sorted({f"{o} ({s})" for o, s in zip(winners["optimizer"], winners["schedule"])}))
-        where = f"{key[0]}, budget {key[1]}" + (f", batch size {key[2]}" if multi_b else "")
+        where = f"{key[0]}, budget {key[1]}" + (f", batch size {key[2]}" if n_b[key[0]] > 1 else "")
         lines.append(f"{where}: best {names}")
     if len(agg):
         lines.append("Overall mean rank: " + ", ".join(f"{o} {r:.2f}" for o, r in zip(agg["optimizer"], agg["mean_rank"])))

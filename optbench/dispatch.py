@@ -281,6 +281,7 @@ def submit(study_dir: str | Path, profile: Profile, progress: Callable[[str], No
         ensure_writable(study_dir / RESULTS_DIR)
     except OSError as e:
         raise OptbenchError(f"{study_dir / RESULTS_DIR}: results directory not writable: {e.strerror}") from None
+    check_data(plan)
     with study_lock(study_dir, progress):
         todo, reasons = todo_runs(study_dir, plan, profile)
         summary = ", ".join(f"{v} {k}" for k, v in reasons.items())
@@ -323,6 +324,24 @@ def submit(study_dir: str | Path, profile: Profile, progress: Callable[[str], No
             progress(f"  array {ai + 1}/{len(arrays)}: {len(arr.chunks)} tasks ({arr.problem}) → "
                      f"job {str(jobs[0].job_id).split('_')[0]}")
         return Submission(stamp, arrays, all_jobs, len(todo), f"submitted {len(todo)} runs")
+
+
+def check_data(plan: pd.DataFrame) -> None:
+    """Fail before submitting anything if a problem's data directory is missing or unreadable.
+
+    (On a cluster the data must sit on a file system that both this node and the compute nodes see.)
+    """
+    from optbench import problems
+    from optbench.problems.datasets import dataset_folder
+
+    for (problem, pargs), _ in plan.groupby(["problem", "problem_args"], sort=False):
+        spec = problems.get(problem)
+        if not spec.dataset:
+            continue
+        folder = dataset_folder(spec.dataset, json.loads(pargs).get("data_dir") or None)
+        if not folder.is_dir() or not os.access(folder, os.R_OK | os.X_OK):
+            raise OptbenchError(f"problem {problem}: data directory {folder} is missing or unreadable "
+                                f"(set $OPTBENCH_DATA_DIR or problem_settings.{problem}.data_dir; see docs/problems.md)")
 
 
 def _runner():

@@ -23,7 +23,7 @@ def task_logs(study_dir: Path) -> dict[str, Path]:
 
 
 def print_status(study_dir: Path, verbose: bool = False) -> int:
-    plan = planner.load_plan(study_dir, verify=False)
+    plan = planner.load_plan(study_dir)  # verified: a hand-edited plan is reported, not trusted
     states, bad = run_states(study_dir, plan)
     counts = states["state"].value_counts()
     total = len(states)

@@ -42,38 +42,90 @@ BAD_STUDIES = {
 }
 
 
-@pytest.mark.parametrize("case", sorted(BAD_STUDIES))
-def test_bad_study_one_line_error_nothing_written(case, write_study, tmp_path):
-    text, expected = BAD_STUDIES[case]
-    study = write_study(text)
-    out = tmp_path / "out"
-    r = run("plan", study, "-o", out)
-    assert r.returncode != 0
+def _plan(tmp_path, text=TINY_STUDY, name="s"):
+    study = tmp_path / f"{name}.toml"
+    study.write_text(text)
+    assert run("plan", study, "-o", tmp_path / name).returncode == 0
+    return tmp_path / name
+
+
+def _edited_plan(tmp_path):
+    import h5py
+
+    s = _plan(tmp_path)
+    with h5py.File(s / "plan.h5", "a") as f:
+        f["num_epochs"][0] = 99
+    return ("status", s)
+
+
+def _other_study_dir(tmp_path):
+    s = _plan(tmp_path)
+    other = tmp_path / "other.toml"
+    other.write_text(TINY_STUDY.replace('name = "tiny"', 'name = "other"'))
+    return ("plan", other, "-o", s)
+
+
+def _profile(tmp_path, text):
+    s = _plan(tmp_path)
+    p = tmp_path / "profile.toml"
+    p.write_text(text)
+    return ("submit", s, "--profile", p)
+
+
+def _missing_data(tmp_path):
+    text = TINY_STUDY.replace('problems = ["quadratic_deep"]', 'problems = ["fmnist_2c2d"]').replace(
+        "[problem_settings.quadratic_deep]\nnum_epochs = 2\nbatch_size = 16\ndim = 10\ntrain_size = 64",
+        f"[problem_settings.fmnist_2c2d]\nnum_epochs = 1\ndata_dir = \"{tmp_path / 'no-data'}\"")
+    return ("submit", _plan(tmp_path, text))
+
+
+#: every bad input: (id, build(tmp_path) -> CLI args, expected text of the one-line error)
+BAD_INPUTS = [(f"study-{k}", (lambda tmp_path, text=v[0]: ("plan", _write(tmp_path, text), "-o", tmp_path / "out")),
+               v[1]) for k, v in sorted(BAD_STUDIES.items())] + [
+    ("study-file-missing", lambda t: ("plan", t / "missing.toml", "-o", t / "out"), "study file not found"),
+    ("study-bad-space", lambda t: ("plan", _write(t, TINY_STUDY + '[tuning.space.sgd]\nlr = ["log", 0, 1]\n'),
+                                   "-o", t / "out"), "log ranges need low > 0"),
+    ("study-bad-schedule-arg", lambda t: ("plan", _write(t, TINY_STUDY + "[schedule_settings.none]\nx = 1\n"),
+                                          "-o", t / "out"), "schedule_settings.none.x: unknown key"),
+    ("study-dir-of-another-study", _other_study_dir, "holds the plan of study 'tiny'"),
+    ("submit-missing-dir", lambda t: ("submit", t / "nope"), "no such study directory"),
+    ("status-missing-dir", lambda t: ("status", t / "nope"), "no such study directory"),
+    ("report-missing-dir", lambda t: ("report", t / "nope"), "no such study directory"),
+    ("status-not-a-study", lambda t: ("status", t), "not a study directory"),
+    ("plan-edited-by-hand", _edited_plan, "edited by hand"),
+    ("report-before-results", lambda t: ("report", _plan(t)), "no results yet"),
+    ("profile-missing", lambda t: ("submit", _plan(t), "--profile", t / "missing.toml"), "profile not found"),
+    ("profile-malformed", lambda t: _profile(t, "executor = "), "cannot read profile"),
+    ("profile-unknown-key", lambda t: _profile(t, 'executor = "slurm"\ngpus = 1\n'), "unknown key 'gpus'"),
+    ("profile-bad-executor", lambda t: _profile(t, 'executor = "pbs"\n'), "executor must be 'local' or 'slurm'"),
+    ("profile-zero-runs-per-task", lambda t: _profile(t, "runs_per_task = 0\n"), "must be >= 1"),
+    ("data-directory-missing", _missing_data, "data directory"),
+]
+
+
+def _write(tmp_path, text):
+    p = tmp_path / "study.toml"
+    p.write_text(text)
+    return p
+
+
+@pytest.mark.parametrize("build,expected", [c[1:] for c in BAD_INPUTS], ids=[c[0] for c in BAD_INPUTS])
+def test_bad_input_one_line_error_nothing_written(build, expected, tmp_path):
+    """Each bad input: a one-line error naming what and where, non-zero exit, no traceback, nothing written."""
+    args = build(tmp_path)
+    before = {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*") if p.is_file()}
+    r = run(*args)
+    assert r.returncode != 0, r.stdout
     lines = r.stderr.strip().splitlines()
-    assert len(lines) == 1, r.stderr
-    assert "Traceback" not in r.stderr and expected in lines[0] and str(study) in lines[0], lines[0]
-    assert not out.exists()
+    assert len(lines) == 1 and lines[0].startswith("optbench: error: "), r.stderr
+    assert "Traceback" not in r.stderr and expected in lines[0], lines[0]
+    after = {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*") if p.is_file()}
+    assert after == before, set(after) ^ set(before)
+    assert not (tmp_path / "out").exists()
 
 
-def test_bad_cli_inputs(tmp_path, tiny_study):
-    cases = [
-        (("plan", tmp_path / "missing.toml", "-o", tmp_path / "o"), "study file not found"),
-        (("submit", tmp_path / "nope"), "no such study directory"),
-        (("status", tmp_path / "nope"), "no such study directory"),
-        (("report", tmp_path / "nope"), "no such study directory"),
-        (("status", tmp_path), "not a study directory"),
-    ]
-    for args, expected in cases:
-        before = tree(tmp_path)
-        r = run(*args)
-        assert r.returncode != 0 and "Traceback" not in r.stderr, (args, r.stderr)
-        assert len(r.stderr.strip().splitlines()) == 1 and expected in r.stderr, (args, r.stderr)
-        assert tree(tmp_path) == before
-    assert run("plan", tiny_study, "-o", tmp_path / "s").returncode == 0
-    before = tree(tmp_path)
-    r = run("submit", tmp_path / "s", "--profile", tmp_path / "missing-profile.toml")
-    assert r.returncode != 0 and "profile not found" in r.stderr and len(r.stderr.strip().splitlines()) == 1
-    assert tree(tmp_path) == before
+def test_there_are_at_least_twenty_bad_inputs():
+    assert len(BAD_INPUTS) >= 20
 
 
 def test_local_end_to_end_plan_submit_status_report(tiny_study, tmp_path):
