@@ -128,7 +128,7 @@ def _lr_per_epoch(lr0: float, n: int, params: dict) -> np.ndarray:
 def _array(values, n: int) -> np.ndarray:
     out = np.full(n, np.nan)
     if values:
-        a = np.asarray([np.nan if v is None else v for v in values], dtype=float)[:n]
+        a = np.asarray(values, dtype=float)[:n]  # None (null) becomes NaN
         out[:len(a)] = a
     return out
 
