@@ -16,6 +16,7 @@ diverged over failed over running; among equals the one with more evaluations. U
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Sequence
@@ -81,20 +82,14 @@ class _FastReader:
         return arr
 
 
-def read_h5(paths: Sequence[Path], fields: Sequence[str] | None = None, warn: bool = True,
-            extras: bool = True) -> Results:
-    """Read result files into :class:`Results` (``fields``: the evaluation fields to keep, default all;
-    ``extras``: also read wall_time, host, attempts and requeues)."""
-    best: dict[str, tuple] = {}  # run_id -> (rank, n, attrs dict, evals, file name)
+def _read_files(paths: Sequence[Path], extras: bool) -> tuple[dict[str, tuple], list[tuple[str, str]]]:
+    """The best copy of every run in ``paths``: run_id -> (rank, n_evals, attrs, evals, file name); and
+    the unreadable files / runs as (where, reason)."""
+    best: dict[str, tuple] = {}
     bad: list[tuple[str, str]] = []
     fast = _FastReader()
-
-    def skip(where: str, e: BaseException) -> None:
-        bad.append((where, _reason(e)))
-        if warn:
-            print(f"analysis: skipping unreadable {where}: {bad[-1][1]}", file=sys.stderr)
-
     for path in paths:
+        path = Path(path)
         try:
             with h5py.File(path, "r", locking=False) as f:  # never block the task writing it
                 runs = f.get("runs")
@@ -122,9 +117,42 @@ def read_h5(paths: Sequence[Path], fields: Sequence[str] | None = None, warn: bo
                                     extra[k] = attrs[k]
                         best[rid] = (rank, len(ev), extra, ev, path.name)
                     except _ERRORS as e:
-                        skip(f"{path}::{rid}", e)
+                        bad.append((f"{path}::{rid}", _reason(e)))
         except _ERRORS as e:
-            skip(str(path), e)
+            bad.append((str(path), _reason(e)))
+    return best, bad
+
+
+def _default_workers(n_files: int) -> int:
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, min(8, cpus, n_files // 500))  # processes pay off from about a thousand files
+
+
+def read_h5(paths: Sequence[Path], fields: Sequence[str] | None = None, warn: bool = True,
+            extras: bool = True, workers: int | None = None) -> Results:
+    """Read result files into :class:`Results` (``fields``: the evaluation fields to keep, default all;
+    ``extras``: also read wall_time, host, attempts and requeues; ``workers``: reader processes,
+    default one per core up to 8 for large studies — HDF5 reads are CPU-bound per object)."""
+    paths = list(paths)
+    workers = _default_workers(len(paths)) if workers is None else max(1, int(workers))
+    if workers == 1:
+        best, bad = _read_files(paths, extras)
+    else:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        chunks = [paths[i::workers] for i in range(workers)]
+        best, bad = {}, []
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+            for part, part_bad in pool.map(_read_files, chunks, [extras] * workers):
+                bad += part_bad
+                for rid, entry in part.items():
+                    old = best.get(rid)
+                    if old is None or (entry[0], entry[1]) > (old[0], old[1]):
+                        best[rid] = entry
+    if warn:
+        for where, reason in bad:
+            print(f"analysis: skipping unreadable {where}: {reason}", file=sys.stderr)
     return _assemble(best, fields, bad, warn)
 
 
@@ -173,9 +201,9 @@ def _assemble(best: dict[str, tuple], fields, bad, warn) -> Results:
 
 
 def load_study(study_dir: str | Path, fields: Sequence[str] | None = None, warn: bool = True,
-               extras: bool = True) -> Results:
+               extras: bool = True, workers: int | None = None) -> Results:
     """Every run of a study (the best copy of each), as :class:`~analysis.table.Results`."""
-    return read_h5(result_files(study_dir), fields=fields, warn=warn, extras=extras)
+    return read_h5(result_files(study_dir), fields=fields, warn=warn, extras=extras, workers=workers)
 
 
 def load_results(study_dir: str | Path) -> pd.DataFrame:

@@ -13,7 +13,7 @@ from pathlib import Path
 import pandas as pd
 
 from optbench.leases import RunLease
-from optbench.storage import DONE, scan_results
+from optbench.storage import DONE, RESULTS_DIR, TaskFile, scan_results
 
 STATES = ("finished", "diverged", "failed", "running", "interrupted", "planned", "waiting")
 
@@ -38,7 +38,11 @@ def run_states(study_dir: str | Path, plan: pd.DataFrame) -> tuple[pd.DataFrame,
             continue
         st = e["status"]
         if st == "running":
-            st = "running" if RunLease(study_dir, rid).is_held_elsewhere() else "interrupted"
+            if RunLease(study_dir, rid).is_held_elsewhere():
+                st = "running"
+            else:  # the run may have ended between the scan and the lease check: look again
+                now = TaskFile(Path(study_dir) / RESULTS_DIR / e["file"]).status_of(rid)
+                st = now if now in ("finished", "diverged", "failed") else "interrupted"
         states.append(st)
         files.append(e["file"])
         attempts.append(e["attempts"])
