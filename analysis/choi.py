@@ -22,7 +22,7 @@ from typing import Iterable, Mapping
 import numpy as np
 import pandas as pd
 
-from analysis.performance import POOL, RANK_BY, _pools_separate, _results, problem_metrics
+from analysis.performance import POOL, RANK_BY, _results, problem_metrics
 from analysis.table import DONE
 
 #: inclusions M ⊆ N of Choi et al.: N reproduces M by fixing hyperparameters (exactly or in a limit)
@@ -77,12 +77,15 @@ def _best_of_samples(valid, test, trial, k, n_boot, rng, replace) -> np.ndarray:
 def tuning_pools(perf: pd.DataFrame, pools: str = "auto") -> Iterable[tuple[tuple, pd.DataFrame]]:
     """(pool key, tuning trials) per (problem, optimizer, schedule, batch_size); where each budget
     has its own pool (imported results) the largest budget's pool."""
-    tuning = perf[perf["kind"] == "tuning"]
-    for key, g in tuning.groupby(POOL, observed=True, sort=True):
-        if pools == "separate" or (pools == "auto" and _pools_separate(g)):
-            sizes = g.groupby("budget", observed=True).size()
-            g = g[g["budget"] == sizes.idxmax()]
-        yield key, g.sort_values("trial", kind="stable")
+    tuning = perf[perf["kind"] == "tuning"].reset_index(drop=True)
+    budget = tuning["budget"].astype(str).to_numpy()
+    trial = tuning["trial"].to_numpy()
+    for key, idx in sorted(tuning.groupby(POOL, observed=True, sort=True).indices.items()):
+        idx = np.asarray(idx)
+        if pools == "separate" or (pools == "auto" and len(set(budget[idx[trial[idx] == 0]])) > 1):
+            names, counts = np.unique(budget[idx], return_counts=True)
+            idx = idx[budget[idx] == names[np.argmax(counts)]]
+        yield key, tuning.iloc[idx[np.argsort(trial[idx], kind="stable")]]
 
 
 def tuning_curve(perf: pd.DataFrame, k_values: Iterable[int] | None = None, n_boot: int = 1000, ci: float = 0.95,
@@ -142,12 +145,7 @@ def steps_to_target(data, target: float | Mapping[str, float], split: str = "val
     first_run, first_at = np.unique(ri[rows], return_index=True)
     t = np.full(res.n_runs, np.nan)
     t[first_run] = res.field(time)[rows[first_at]]
-    nonfinite = np.zeros(len(ri), dtype=bool)
-    for s in ("train", "valid", "test"):
-        nonfinite |= ~np.isfinite(res.field(f"{s}_loss"))
-    div = runs["status"].astype(str).to_numpy() == "diverged"
-    if nonfinite.any():
-        div |= np.bincount(ri[nonfinite], minlength=res.n_runs) > 0
+    div = (runs["status"].astype(str).to_numpy() == "diverged") | res.diverged_runs()
     if not diverged_feasible:
         t[div] = np.nan
     out = runs[[c for c in runs.columns if c not in ("file", "host", "attempts", "requeues", "wall_time")]].copy()
@@ -161,7 +159,8 @@ def steps_to_target(data, target: float | Mapping[str, float], split: str = "val
 
 def best_time_to_target(stt: pd.DataFrame, by: list[str] = POOL, kinds: tuple[str, ...] = ("tuning",)) -> pd.DataFrame:
     """Per group: the fewest steps (or epochs) to the target over its trials, the trial that got there,
-    and how many trials were run / reached it (infeasible trials simply never do)."""
+    and how many trials were run / reached it (infeasible trials simply never do). ``kinds``: the run
+    kinds counted (empty: all)."""
     rows = []
     sel = stt[stt["kind"].isin(kinds)] if kinds else stt
     for key, g in sel.groupby(by, observed=True, sort=True):

@@ -41,7 +41,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from analysis.table import EVAL_DTYPE, EVAL_FIELDS, Results, hparams_label, runs_frame
+from analysis.table import EVAL_DTYPE, EVAL_FIELDS, Results, columns_from_arrays, hparams_label, runs_frame
 
 #: released optimizer folder names → optbench optimizer names
 OPTIMIZER_FOLDERS = {
@@ -221,7 +221,7 @@ def read_deepobs(results_root: str | Path, study: str = "crowded_valley", warn: 
     runs = runs_frame(cols, hp)
     counts = np.array([len(a) for a in arrays], dtype=np.int64)
     run_index = np.repeat(np.arange(len(arrays), dtype=np.int32), counts)
-    evals = {f: (np.concatenate([a[f] for a in arrays]) if arrays else np.zeros(0)) for f in EVAL_FIELDS}
+    evals = columns_from_arrays(arrays)
     return Results(runs, evals, run_index, bad)
 
 

@@ -25,6 +25,12 @@ def plt():
     return pyplot
 
 
+def _colours(ax, n: int) -> None:
+    """Distinct colours for up to 20 lines (the default cycle repeats after 10)."""
+    if n > 10:
+        ax.set_prop_cycle(color=plt().cm.tab20.colors)
+
+
 def _label(metric: str, normalise: str | None = None) -> str:
     if normalise == "relative":
         return "relative improvement"
@@ -39,23 +45,28 @@ def fig_improvement_matrix(imp: pd.DataFrame, schedule: str | None = None, norma
         schedule = "none" if "none" in scheds else (scheds[0] if scheds else "none")
     d = imp[imp["schedule"].astype(str) == schedule]
     probs = sorted(d["problem"].astype(str).unique())
-    fig, axes = p.subplots(1, max(1, len(probs)), figsize=(max(4.0, 3.2 * len(probs)), 0.35 * max(
-        3, d["optimizer"].nunique()) + 1.8), squeeze=False)
-    for ax, prob in zip(axes[0], probs):
+    n_opt = max(3, d["optimizer"].nunique())
+    ncols = max(1, min(4, len(probs)))
+    nrows = max(1, -(-len(probs) // ncols))
+    fig, axes = p.subplots(nrows, ncols, figsize=(3.6 * ncols + 0.6, (0.26 * n_opt + 1.3) * nrows + 0.5), squeeze=False)
+    for ax in axes.flat[len(probs):]:
+        ax.axis("off")
+    small = n_opt > 6
+    for ax, prob in zip(axes.flat, probs):
         g = d[d["problem"].astype(str) == prob]
         m = g.pivot_table(index="optimizer", columns="budget", values="improvement", aggfunc="mean", observed=True)
         cols = [c for c in g.sort_values("budget_trials" if "budget_trials" in g else "budget")["budget"].astype(str).unique()
                 if c in m.columns]
         m = m[cols] if cols else m
         v = m.to_numpy(float)
-        lim = np.nanmax(np.abs(v)) if np.isfinite(v).any() else 1.0
+        lim = np.nanmax(np.abs(v)) if np.isfinite(v).any() and np.nanmax(np.abs(v)) > 0 else 1.0
         im = ax.imshow(v, cmap="RdBu", vmin=-lim, vmax=lim, aspect="auto")
-        ax.set_xticks(range(len(m.columns)), [str(c) for c in m.columns])
-        ax.set_yticks(range(len(m.index)), [str(i) for i in m.index])
+        ax.set_xticks(range(len(m.columns)), [str(c) for c in m.columns], fontsize=7)
+        ax.set_yticks(range(len(m.index)), [str(i) for i in m.index], fontsize=7)
         for (i, j), x in np.ndenumerate(v):
-            ax.text(j, i, "div." if not np.isfinite(x) else (f"{100 * x:+.0f}%" if normalise == "relative" else f"{x:+.3g}"),
-                    ha="center", va="center", fontsize=7)
-        ax.set_title(f"{prob} ({g['metric'].iloc[0]})", fontsize=9)
+            ax.text(j, i, "div." if not np.isfinite(x) else (f"{100 * x:+.0f}%" if normalise == "relative" else f"{x:+.2g}"),
+                    ha="center", va="center", fontsize=5 if small else 7)
+        ax.set_title(f"{prob} ({g['metric'].iloc[0]})", fontsize=8)
         fig.colorbar(im, ax=ax, fraction=0.05)
     fig.suptitle(f"Fig. 2 — tuned vs. own one-shot default ({schedule} schedule): {_label('metric', normalise)}", fontsize=9)
     fig.tight_layout()
@@ -91,12 +102,13 @@ def fig_final_performance(best: pd.DataFrame, problem: str):
     p = plt()
     g = best[best["problem"].astype(str) == problem]
     opts = sorted(g["optimizer"].astype(str).unique())
-    fig, ax = p.subplots(figsize=(max(5, 0.55 * len(opts) + 3), 3.8))
+    fig, ax = p.subplots(figsize=(max(5, 0.6 * len(opts) + 3.5), 3.8))
     multi_b = g["batch_size"].nunique() > 1 if "batch_size" in g else False
     keys = ["budget", "schedule"] + (["batch_size"] if multi_b else [])
     trials = g.groupby("budget", observed=True)["budget_trials"].max().to_dict() if "budget_trials" in g else {}
     combos = sorted({tuple(t) for t in g[keys].itertuples(index=False)},
                     key=lambda c: (trials.get(c[0], 0), str(c[0]), str(c[1])) + tuple(c[2:]))
+    _colours(ax, len(combos))
     for ci, combo in enumerate(combos):
         mask = np.ones(len(g), bool)
         for k, v in zip(keys, combo):
@@ -116,7 +128,10 @@ def fig_final_performance(best: pd.DataFrame, problem: str):
     metric = str(g["metric"].iloc[0]) if len(g) else "metric"
     ax.set_ylabel(f"test {metric}")
     ax.set_title(f"Fig. 4 — {problem}: final performance (mean ± seed std)", fontsize=9)
-    ax.legend(fontsize=6, ncol=2)
+    if len(combos) > 6:
+        ax.legend(fontsize=6, ncol=1, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    else:
+        ax.legend(fontsize=6, ncol=2)
     fig.tight_layout()
     return fig
 
@@ -124,7 +139,8 @@ def fig_final_performance(best: pd.DataFrame, problem: str):
 def fig_curves(curves_of: dict[str, pd.DataFrame], metric: str, title: str):
     """Test-metric curves, one line per label (``curves_of``: label → frame with epoch and test_<metric>)."""
     p = plt()
-    fig, ax = p.subplots(figsize=(5.5, 3.6))
+    fig, ax = p.subplots(figsize=(7.0 if len(curves_of) > 8 else 5.5, 3.6))
+    _colours(ax, len(curves_of))
     for label, c in curves_of.items():
         ax.plot(c["epoch"], c[f"test_{metric}"], label=label)
     ax.set_xlabel("epoch")
@@ -134,26 +150,44 @@ def fig_curves(curves_of: dict[str, pd.DataFrame], metric: str, title: str):
         vals = np.concatenate([c[f"test_{metric}"].to_numpy(float) for c in curves_of.values()]) if curves_of else []
         if len(vals) and np.nanmin(vals) > 0:
             ax.set_yscale("log")
-    ax.legend(fontsize=7)
+    _legend(ax, len(curves_of))
     fig.tight_layout()
     return fig
 
 
-def fig_tuning_curves(tc: pd.DataFrame, problem: str):
-    """Choi et al.: best-of-k test performance vs. k (bootstrap mean, interval band, exact expectation dashed)."""
+def preferred_schedule(schedules, reference: str = "none") -> str | None:
+    names = sorted({str(x) for x in schedules})
+    return reference if reference in names else (names[0] if names else None)
+
+
+def _legend(ax, n: int) -> None:
+    if n > 8:
+        ax.legend(fontsize=6, ncol=1 if n <= 16 else 2, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    else:
+        ax.legend(fontsize=7)
+
+
+def fig_tuning_curves(tc: pd.DataFrame, problem: str, schedule: str | None = None):
+    """Choi et al.: best-of-k test performance vs. k, one schedule (default: the constant one) —
+    bootstrap mean, interval band (when few lines), exact expectation dashed."""
     p = plt()
     g = tc[tc["problem"].astype(str) == problem]
-    fig, ax = p.subplots(figsize=(5.5, 3.6))
-    for key, h in g.groupby(["optimizer", "schedule", "batch_size"], observed=True, sort=True):
-        label = "/".join(str(k) for k in key[:2]) + (f" B={key[2]}" if g["batch_size"].nunique() > 1 else "")
+    schedule = schedule or preferred_schedule(g["schedule"])
+    g = g[g["schedule"].astype(str) == schedule]
+    keys = list(g.groupby(["optimizer", "batch_size"], observed=True, sort=True).groups)
+    fig, ax = p.subplots(figsize=(7.0 if len(keys) > 8 else 5.5, 3.6))
+    _colours(ax, len(keys))
+    for key, h in g.groupby(["optimizer", "batch_size"], observed=True, sort=True):
+        label = str(key[0]) + (f" B={key[1]}" if g["batch_size"].nunique() > 1 else "")
         line, = ax.plot(h["k"], h["mean"], marker=".", label=label)
-        ax.fill_between(h["k"], h["lo"], h["hi"], color=line.get_color(), alpha=0.15)
+        if len(keys) <= 6:
+            ax.fill_between(h["k"], h["lo"], h["hi"], color=line.get_color(), alpha=0.15)
         if h["expected"].notna().any():
             ax.plot(h["k"], h["expected"], ls="--", lw=0.8, color=line.get_color())
     ax.set_xlabel("tuning trials k")
     ax.set_ylabel(f"test {g['metric'].iloc[0] if len(g) else ''} of best of k")
-    ax.set_title(f"{problem}: tuning curves (bootstrap over trials)", fontsize=9)
-    ax.legend(fontsize=6, ncol=2)
+    ax.set_title(f"{problem} ({schedule}): tuning curves (bootstrap over trials)", fontsize=9)
+    _legend(ax, len(keys))
     fig.tight_layout()
     return fig
 
@@ -161,7 +195,8 @@ def fig_tuning_curves(tc: pd.DataFrame, problem: str):
 def fig_performance_profile(prof: pd.DataFrame, scores: pd.Series | None = None):
     """ρ_o(τ) for every optimizer (step function)."""
     p = plt()
-    fig, ax = p.subplots(figsize=(5.5, 3.6))
+    fig, ax = p.subplots(figsize=(7.0 if len(prof) > 8 else 5.5, 3.6))
+    _colours(ax, len(prof))
     taus = np.asarray(prof.columns, float)
     for opt, row in prof.iterrows():
         lab = f"{opt}" + (f" ({scores[opt]:.2f})" if scores is not None and opt in scores else "")
@@ -170,7 +205,7 @@ def fig_performance_profile(prof: pd.DataFrame, scores: pd.Series | None = None)
     ax.set_ylabel("fraction of problems")
     ax.set_ylim(-0.02, 1.02)
     ax.set_title("Performance profiles (AlgoPerf-style score in brackets)", fontsize=9)
-    ax.legend(fontsize=7)
+    _legend(ax, len(prof))
     fig.tight_layout()
     return fig
 

@@ -16,7 +16,6 @@ diverged over failed over running; among equals the one with more evaluations. U
 from __future__ import annotations
 
 import json
-import os
 import sys
 from pathlib import Path
 from typing import Sequence
@@ -26,7 +25,7 @@ import numpy as np
 from h5py import h5a, h5d, h5g, h5s, h5t
 import pandas as pd
 
-from analysis.table import EVAL_DTYPE, EVAL_FIELDS, SERIES, Results, hparams_label, runs_frame
+from analysis.table import EVAL_DTYPE, EVAL_FIELDS, SERIES, Results, columns_from_arrays, hparams_label, runs_frame
 
 RESULTS_DIR = "results"
 RANK = {"finished": 3, "diverged": 3, "failed": 2, "running": 1}
@@ -53,30 +52,37 @@ def _reason(e: BaseException) -> str:
 
 
 class _FastReader:
-    """Low-level h5py reads: 5–10× faster than ``group.attrs[...]`` / ``dataset[()]`` per run, which
-    matters at 53,760 runs. Any surprise (an unexpected type) falls back to the high-level API."""
+    """Low-level h5py reads: 5–10× faster per run than ``group.attrs[...]`` / ``dataset[()]``, which
+    matters at 53,760 runs. Attributes and datasets are opened by path from the ``runs`` group
+    (no group object per run) and read straight into arrays of the expected types, without asking
+    HDF5 for the stored type: HDF5 converts compound members by name, so a dataset written with
+    fewer or other fields fills the fields it has and the others stay NaN; an attribute that is not
+    a variable-length string goes through h5py's high-level API."""
 
     STR = h5py.string_dtype()
 
     def __init__(self):
         self.str_type = h5t.py_create(self.STR)
         self.eval_type = h5t.py_create(EVAL_DTYPE)
+        self.blank = np.zeros(512, dtype=EVAL_DTYPE)
+        for f in EVAL_FIELDS[2:]:
+            self.blank[f] = np.nan
 
-    def attr_str(self, gid, name: bytes) -> str:
-        aid = h5a.open(gid, name)
-        t = aid.get_type()
-        if t.get_class() == h5t.STRING and t.is_variable_str():
+    def attr_str(self, runs_id, rid: bytes, name: bytes) -> str:
+        aid = h5a.open(runs_id, name, obj_name=rid)  # KeyError if missing
+        try:
             out = np.zeros((), dtype=self.STR)
             aid.read(out, mtype=self.str_type)
             return _str(out[()])
-        return _str(h5py.AttributeManager(h5py.Group(gid))[name.decode()])
+        except _ERRORS:
+            return _str(h5py.AttributeManager(h5py.Group(h5g.open(runs_id, rid)))[name.decode()])
 
-    def evals(self, gid) -> np.ndarray:
-        dsid = h5d.open(gid, b"evals")
-        if dsid.get_type() != self.eval_type:  # another compound layout: let h5py convert it
-            return h5py.Dataset(dsid)[()]
+    def evals(self, runs_id, rid: bytes) -> np.ndarray:
+        dsid = h5d.open(runs_id, rid + b"/evals")
         n = dsid.get_space().get_simple_extent_dims()[0]
-        arr = np.empty(n, dtype=EVAL_DTYPE)
+        if n > len(self.blank):
+            self.blank = np.resize(self.blank, 2 * n)
+        arr = self.blank[:n].copy()
         if n:
             dsid.read(h5s.ALL, h5s.ALL, arr, mtype=self.eval_type)
         return arr
@@ -91,27 +97,30 @@ def _read_files(paths: Sequence[Path], extras: bool) -> tuple[dict[str, tuple], 
     for path in paths:
         path = Path(path)
         try:
-            with h5py.File(path, "r", locking=False) as f:  # never block the task writing it
+            # whole file into memory in one read (metadata then costs no system calls); no locking,
+            # so a task still writing the file is never blocked
+            with h5py.File(path, "r", locking=False, driver="core", backing_store=False) as f:
                 runs = f.get("runs")
                 if runs is None:
                     continue
+                runs_id = runs.id
                 for rid in runs:
                     try:
-                        gid = h5g.open(runs.id, rid.encode())
+                        rb = rid.encode()
                         try:
-                            status = fast.attr_str(gid, b"status")
+                            status = fast.attr_str(runs_id, rb, b"status")
                         except KeyError:
                             status = ""
                         old = best.get(rid)
                         rank = RANK.get(status, 0)
                         if old is not None and rank < old[0]:
                             continue
-                        ev = fast.evals(gid)
+                        ev = fast.evals(runs_id, rb)
                         if old is not None and (rank, len(ev)) <= (old[0], old[1]):
                             continue
-                        extra = {"status": status, "record": fast.attr_str(gid, b"record")}
+                        extra = {"status": status, "record": fast.attr_str(runs_id, rb, b"record")}
                         if extras:
-                            attrs = h5py.AttributeManager(h5py.Group(gid))
+                            attrs = h5py.AttributeManager(h5py.Group(h5g.open(runs_id, rb)))
                             for k in ("wall_time", "host", "attempts", "requeues"):
                                 if k in attrs:
                                     extra[k] = attrs[k]
@@ -123,18 +132,14 @@ def _read_files(paths: Sequence[Path], extras: bool) -> tuple[dict[str, tuple], 
     return best, bad
 
 
-def _default_workers(n_files: int) -> int:
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(1, min(8, cpus, n_files // 500))  # processes pay off from about a thousand files
-
-
 def read_h5(paths: Sequence[Path], fields: Sequence[str] | None = None, warn: bool = True,
             extras: bool = True, workers: int | None = None) -> Results:
     """Read result files into :class:`Results` (``fields``: the evaluation fields to keep, default all;
-    ``extras``: also read wall_time, host, attempts and requeues; ``workers``: reader processes,
-    default one per core up to 8 for large studies — HDF5 reads are CPU-bound per object)."""
+    ``extras``: also read wall_time, host, attempts and requeues; ``workers``: reader processes
+    (opt-in, default 1: HDF5 reads are CPU-bound per object, so on a node with idle cores 4–8
+    workers shorten large loads; they are forked, so use it from Linux and not inside threads)."""
     paths = list(paths)
-    workers = _default_workers(len(paths)) if workers is None else max(1, int(workers))
+    workers = 1 if workers is None else max(1, min(int(workers), len(paths) or 1))
     if workers == 1:
         best, bad = _read_files(paths, extras)
     else:
@@ -143,7 +148,7 @@ def read_h5(paths: Sequence[Path], fields: Sequence[str] | None = None, warn: bo
 
         chunks = [paths[i::workers] for i in range(workers)]
         best, bad = {}, []
-        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as pool:
             for part, part_bad in pool.map(_read_files, chunks, [extras] * workers):
                 bad += part_bad
                 for rid, entry in part.items():
@@ -156,47 +161,57 @@ def read_h5(paths: Sequence[Path], fields: Sequence[str] | None = None, warn: bo
     return _assemble(best, fields, bad, warn)
 
 
+_RUN_COLS = ("run_id", "study", "problem", "optimizer", "schedule", "budget", "kind", "trial", "seed", "batch_size",
+             "num_epochs", "hparams", "status", "file")
+_EXTRA_COLS = ("wall_time", "host", "attempts", "requeues")
+
+
 def _assemble(best: dict[str, tuple], fields, bad, warn) -> Results:
-    cols: dict[str, list] = {c: [] for c in ("run_id", "study", "problem", "optimizer", "schedule", "budget", "kind",
-                                             "trial", "seed", "batch_size", "num_epochs", "hparams", "status",
-                                             "file", "wall_time", "host", "attempts", "requeues")}
+    cols: dict[str, list] = {c: [] for c in _RUN_COLS}
+    extra_cols: dict[str, list] = {c: [] for c in _EXTRA_COLS}
     hp: dict[str, list] = {}
     arrays = []
+    loads = json.loads
+    n = 0
     for rid, (_, _, extra, ev, fname) in best.items():
         try:
-            rec = json.loads(extra["record"])
-            pairs = [(str(k), v) for k, v in rec.get("hparams", [])]
-            row = {"run_id": rid, "study": rec["study"], "problem": rec["problem"], "optimizer": rec["optimizer"],
-                   "schedule": rec["schedule"], "budget": rec["budget"], "kind": rec["kind"],
-                   "trial": int(rec["trial"]), "seed": int(rec["seed"]), "batch_size": int(rec["batch_size"]),
-                   "num_epochs": int(rec["num_epochs"]), "hparams": hparams_label(pairs),
-                   "status": extra["status"], "file": fname,
-                   "wall_time": float(extra.get("wall_time", np.nan)), "host": _str(extra.get("host", "")),
-                   "attempts": int(extra.get("attempts", 0)), "requeues": int(extra.get("requeues", 0))}
+            rec = loads(extra["record"])
+            pairs = [(str(k), v) for k, v in rec.get("hparams", ())]
+            values = (rid, rec["study"], rec["problem"], rec["optimizer"], rec["schedule"], rec["budget"], rec["kind"],
+                      int(rec["trial"]), int(rec["seed"]), int(rec["batch_size"]), int(rec["num_epochs"]),
+                      hparams_label(pairs), extra["status"], fname)
+            ex = (float(extra.get("wall_time", np.nan)), _str(extra.get("host", "")),
+                  int(extra.get("attempts", 0)), int(extra.get("requeues", 0))) if len(extra) > 2 else None
         except (ValueError, KeyError, TypeError) as e:
             bad.append((f"{fname}::{rid}", f"bad run record: {_reason(e)}"))
             if warn:
                 print(f"analysis: skipping run {rid} in {fname}: bad run record", file=sys.stderr)
             continue
-        i = len(cols["run_id"])
-        for k, v in row.items():
-            cols[k].append(v)
+        for c, v in zip(_RUN_COLS, values):
+            cols[c].append(v)
+        if ex is not None:
+            for c, v in zip(_EXTRA_COLS, ex):
+                extra_cols[c].append(v)
+        else:
+            for c, v in zip(_EXTRA_COLS, (np.nan, "", 0, 0)):
+                extra_cols[c].append(v)
         for k, v in pairs:
-            hp.setdefault(k, [None] * i).append(v)
-        for k in hp:
-            if len(hp[k]) < i + 1:
-                hp[k].append(None)
+            col = hp.get(k)
+            if col is None:
+                col = hp[k] = [None] * n
+            col.append(v)
+        n += 1
+        for col in hp.values():
+            if len(col) < n:
+                col.append(None)
         arrays.append(ev)
+    if any(c != "" and c == c for c in extra_cols["host"]) or any(x == x for x in extra_cols["wall_time"]):
+        cols.update(extra_cols)
     runs = runs_frame(cols, hp)
     counts = np.array([len(a) for a in arrays], dtype=np.int64)
     run_index = np.repeat(np.arange(len(arrays), dtype=np.int32), counts)
-    names = set().union(*(a.dtype.names or () for a in arrays)) if arrays else set()
-    wanted = [f for f in (fields or EVAL_FIELDS) if f in names]
-    evals = {}
-    for f in wanted:
-        parts = [a[f] if f in a.dtype.names else np.full(len(a), np.nan) for a in arrays]
-        evals[f] = np.concatenate(parts) if parts else np.zeros(0)
-    del arrays
+    best.clear()  # the arrays are the only copy left
+    evals = columns_from_arrays(arrays, fields)
     return Results(runs, evals, run_index, bad)
 
 
@@ -206,19 +221,19 @@ def load_study(study_dir: str | Path, fields: Sequence[str] | None = None, warn:
     return read_h5(result_files(study_dir), fields=fields, warn=warn, extras=extras, workers=workers)
 
 
-def load_results(study_dir: str | Path) -> pd.DataFrame:
+def load_results(study_dir: str | Path, workers: int | None = None) -> pd.DataFrame:
     """The long table: run record columns (run_id, study, problem, optimizer, schedule, budget, kind,
     trial, seed, batch_size, num_epochs, hparams, status), epoch, step, split (train/valid/test),
     metric (loss/accuracy) and value. Accuracy rows of problems without accuracy are left out.
     Numeric hyperparameters are in :func:`load_runs` (``hp_<name>``), joined on ``run_id``."""
-    return load_study(study_dir, fields=LONG_FIELDS, extras=False).long()
+    return load_study(study_dir, fields=LONG_FIELDS, extras=False, workers=workers).long()
 
 
-def load_curves(study_dir: str | Path) -> pd.DataFrame:
+def load_curves(study_dir: str | Path, workers: int | None = None) -> pd.DataFrame:
     """One row per evaluation: run record columns + epoch, step, lr, <split>_<metric>, minibatch_loss, wall_time."""
-    return load_study(study_dir).curves()
+    return load_study(study_dir, workers=workers).curves()
 
 
-def load_runs(study_dir: str | Path) -> pd.DataFrame:
+def load_runs(study_dir: str | Path, workers: int | None = None) -> pd.DataFrame:
     """One row per run: record, ``hp_<name>`` columns, status, file, n_evals and the last evaluation's metrics."""
-    return load_study(study_dir, fields=LONG_FIELDS).runs_table()
+    return load_study(study_dir, fields=LONG_FIELDS, workers=workers).runs_table()

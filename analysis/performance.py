@@ -83,12 +83,8 @@ def final_performance(data, rule: str = "last", select_split: str = "valid", div
         key = np.where(np.isfinite(valid), valid, -np.inf)
         order = np.lexsort((-key, ri))  # by run, best validation first, earliest epoch among ties
         idx[has] = order[starts[has]]
-    nonfinite = np.zeros(len(ri), dtype=bool)
-    for s in ("train", "valid", "test"):
-        nonfinite |= ~np.isfinite(res.field(f"{s}_loss"))
-    bad_rows = np.bincount(ri[nonfinite], minlength=res.n_runs) > 0 if nonfinite.any() else np.zeros(res.n_runs, bool)
     status = runs["status"].astype(str).to_numpy()
-    is_div = (status == "diverged") | bad_rows
+    is_div = (status == "diverged") | res.diverged_runs()
 
     def take(a: np.ndarray, fill: float | int = np.nan) -> np.ndarray:
         """Per run: ``a`` at the evaluation taken (``fill`` for a run without evaluations)."""
@@ -106,8 +102,10 @@ def final_performance(data, rule: str = "last", select_split: str = "valid", div
         test_value = np.where(is_div, np.nan, test_value)
     out = runs.drop(columns=[c for c in ("file", "host", "attempts", "requeues", "wall_time") if c in runs]).copy()
     out["metric"] = pd.Categorical(run_metric)
-    out["epoch"] = take(np.asarray(res.field("epoch"), dtype=np.int64), -1)
-    out["step"] = take(np.asarray(res.field("step"), dtype=np.int64), -1)
+    for c in ("epoch", "step"):
+        a = np.asarray(res.field(c))
+        a = np.where(np.isfinite(a), a, -1).astype(np.int64) if a.dtype.kind == "f" else a.astype(np.int64)
+        out[c] = take(a, -1)
     out["valid_value"] = valid_value
     out["test_value"] = test_value
     out["score_valid"] = score_valid
@@ -136,66 +134,76 @@ def budget_order(perf: pd.DataFrame) -> list[str]:
     return (["oneshot"] if (perf["budget"] == "oneshot").any() else []) + names
 
 
-def _pools_separate(tuning: pd.DataFrame) -> bool:
-    """True when each budget holds its own pool of trials (imported DeepOBS results: several
-    budgets start at trial 0) rather than nested prefixes of one pool (optbench plans)."""
-    return (tuning.loc[tuning["trial"] == 0, "budget"].nunique() > 1) if len(tuning) else False
-
-
 def best_settings(perf: pd.DataFrame, budgets: Mapping[str, int] | None = None, pools: str = "auto") -> pd.DataFrame:
     """Per (problem, optimizer, schedule, batch_size, budget): the chosen setting and its performance over seeds.
 
     ``budgets`` maps budget name → number of trials; when not given, inferred per pool from its
-    tuning runs' budget tags (``complete`` then compares with the largest such count in the study). ``pools``: "nested" (budget b = the first n_b trials of one pool, optbench's plans),
+    tuning runs' budget tags (``complete`` then compares with the largest such count in the study).
+    ``pools``: "nested" (budget b = the first n_b trials of one pool, optbench's plans),
     "separate" (budget b = the trials tagged b, the released DeepOBS tree) or "auto".
     Columns: the group, ``trial`` (−1 for one-shot), ``hparams``, ``metric``, ``n_seeds``,
     ``n_diverged``, ``mean``/``std`` (test metric over seeds, finite ones), ``score``/``score_std``
     (higher is better; −inf when a seed diverged under the "worst" rule), ``run_ids`` and
     ``seed_scores`` (per seed, for bootstraps), ``select_score`` (the validation score the choice was
     made on; for one-shot the mean over seeds), ``budget_trials`` (trials the choice was made
-    from; 0 for one-shot), ``complete`` (all n_b trials present), ``n_other_reruns`` (re-runs of the budget whose
-    setting differs from the chosen one: left out).
+    from; 0 for one-shot), ``complete`` (all n_b trials present), ``n_other_reruns`` (re-runs of the
+    budget whose setting differs from the chosen one: left out).
     """
     given = budgets is not None
     sizes = dict(budgets) if given else infer_budgets(perf)
-    out = []
     if perf.empty:
-        return pd.DataFrame(out)
-    for key, g in perf.groupby(POOL, observed=True, sort=True):
-        one = g[g["kind"] == "oneshot"]
+        return pd.DataFrame()
+    # plain numpy columns: a pandas filter per pool and budget costs more than the statistics
+    kind = perf["kind"].astype(str).to_numpy()
+    budget = perf["budget"].astype(str).to_numpy()
+    trial = perf["trial"].to_numpy(dtype=np.int64)
+    sv = perf["score_valid"].to_numpy(dtype=float)
+    st = perf["score_test"].to_numpy(dtype=float)
+    tv = perf["test_value"].to_numpy(dtype=float)
+    hp = perf["hparams"].astype(str).to_numpy()
+    rid = perf["run_id"].astype(str).to_numpy()
+    metric = perf["metric"].astype(str).to_numpy()
+    out = []
+    for key, idx in sorted(perf.groupby(POOL, observed=True, sort=True).indices.items()):
+        idx = np.asarray(idx)
+        k = kind[idx]
+        one = idx[k == "oneshot"]
         if len(one):
-            row = _summary(key, "oneshot", one, trial=-1, hparams=str(one["hparams"].iloc[0]))
-            sv = one["score_valid"].to_numpy(float)
-            row["select_score"] = float(sv.mean()) if np.all(np.isfinite(sv)) else -np.inf
+            row = _summary(key, "oneshot", one, -1, hp[one[0]], st, tv, rid, metric)
+            row["select_score"] = float(sv[one].mean()) if np.all(np.isfinite(sv[one])) else -np.inf
             row["budget_trials"] = 0
             row["complete"] = True
             out.append(row)
-        tuning = g[g["kind"] == "tuning"]
-        if tuning.empty:
+        tun = idx[k == "tuning"]
+        if not len(tun):
             continue
-        separate = pools == "separate" or (pools == "auto" and _pools_separate(tuning))
-        reruns = g[g["kind"] == "rerun"]
-        # budget sizes from this pool's own tags unless given (studies may differ between problems)
-        budgets = sizes if given else infer_budgets(tuning)
-        budgets = dict(sorted(budgets.items(), key=lambda kv: kv[1]))
+        first = tun[trial[tun] == 0]
+        separate = pools == "separate" or (pools == "auto" and len(set(budget[first])) > 1)
+        reruns = idx[k == "rerun"]
+        if given:
+            pool_sizes = sizes
+        else:  # budget sizes from this pool's own tags (studies may differ between problems)
+            pool_sizes = {}
+            for b, t in zip(budget[tun], trial[tun]):
+                pool_sizes[b] = max(pool_sizes.get(b, 0), int(t) + 1)
         prev = 0
-        for budget, n in budgets.items():
+        for b, n in sorted(pool_sizes.items(), key=lambda kv: kv[1]):
             if separate:
-                trials = tuning[tuning["budget"] == budget]
+                cand = tun[budget[tun] == b]
             else:  # budget b: the first n_b trials, reported once some trial beyond the smaller budgets exists
-                trials = tuning[tuning["trial"] < n] if (tuning["trial"] >= prev).any() else tuning[:0]
+                cand = tun[trial[tun] < n] if (trial[tun] >= prev).any() else tun[:0]
                 prev = n
-            if trials.empty:
+            if not len(cand):
                 continue
-            best = trials.sort_values(["score_valid", "trial"], ascending=[False, True], kind="stable").iloc[0]
-            mine = reruns[reruns["budget"] == budget]
-            same = mine[mine["hparams"].astype(str) == str(best["hparams"])]
-            seeds = pd.concat([trials[trials["run_id"] == best["run_id"]], same])
-            row = _summary(key, budget, seeds, trial=int(best["trial"]), hparams=str(best["hparams"]))
+            best = cand[np.lexsort((trial[cand], -np.where(np.isnan(sv[cand]), -np.inf, sv[cand])))[0]]
+            mine = reruns[budget[reruns] == b]
+            same = mine[hp[mine] == hp[best]]
+            seeds = np.concatenate([[best], same])
+            row = _summary(key, b, seeds, int(trial[best]), hp[best], st, tv, rid, metric)
             row["n_other_reruns"] = len(mine) - len(same)
-            row["select_score"] = float(best["score_valid"])
-            row["budget_trials"] = len(trials)
-            row["complete"] = len(trials) >= sizes.get(budget, n)
+            row["select_score"] = float(sv[best])
+            row["budget_trials"] = len(cand)
+            row["complete"] = len(cand) >= sizes.get(b, n)
             out.append(row)
     df = pd.DataFrame(out)
     if "n_other_reruns" in df:
@@ -203,18 +211,18 @@ def best_settings(perf: pd.DataFrame, budgets: Mapping[str, int] | None = None, 
     return df
 
 
-def _summary(key, budget, runs: pd.DataFrame, trial: int, hparams: str) -> dict:
-    s = runs["score_test"].to_numpy(dtype=float)
-    v = runs["test_value"].to_numpy(dtype=float)
+def _summary(key, budget, seeds: np.ndarray, trial: int, hparams: str, st, tv, rid, metric) -> dict:
+    s = st[seeds]
+    v = tv[seeds]
     finite = np.isfinite(s)
     fv = v[np.isfinite(v)]
-    return {**dict(zip(POOL, key)), "budget": budget, "trial": trial, "hparams": hparams,
-            "metric": str(runs["metric"].iloc[0]), "n_seeds": len(runs), "n_diverged": int((~finite).sum()),
+    return {**dict(zip(POOL, key)), "budget": budget, "trial": trial, "hparams": str(hparams),
+            "metric": str(metric[seeds[0]]), "n_seeds": len(seeds), "n_diverged": int((~finite).sum()),
             "mean": float(np.mean(fv)) if len(fv) else np.nan,
             "std": float(np.std(fv, ddof=1)) if len(fv) > 1 else 0.0,
             "score": float(np.mean(s)) if finite.all() else -np.inf,
             "score_std": float(np.std(s[finite], ddof=1)) if finite.sum() > 1 else 0.0,
-            "run_ids": tuple(runs["run_id"].astype(str)), "seed_scores": tuple(float(x) for x in s)}
+            "run_ids": tuple(rid[seeds]), "seed_scores": tuple(float(x) for x in s)}
 
 
 def rank(best: pd.DataFrame, by: tuple[str, ...] = RANK_BY) -> pd.DataFrame:

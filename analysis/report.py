@@ -25,7 +25,7 @@ import pandas as pd
 
 from analysis import choi, crossover, figures
 from analysis.improvement import improvement, improvement_quantiles, relative_improvement
-from analysis.load import load_study
+from analysis.load import LONG_FIELDS, load_study
 from analysis.performance import (POOL, aggregate_ranks, best_settings, budget_order, final_performance,
                                   infer_budgets, rank)
 from analysis.table import Results
@@ -77,7 +77,7 @@ def analyse(res: Results, opts: Options | None = None) -> dict[str, pd.DataFrame
     if targets:
         stt = choi.steps_to_target(res, targets, split="valid")
         t["steps_to_target"] = stt
-        fastest = choi.best_time_to_target(stt, by=["problem", "optimizer"], kinds=("tuning", "oneshot"))
+        fastest = choi.best_time_to_target(stt, by=["problem", "optimizer"], kinds=())
         t["time_to_target"] = fastest
         if fastest["optimizer"].nunique() > 1:
             t["performance_profile"] = choi.performance_profile(fastest, tau_max=o.tau_max)
@@ -97,21 +97,23 @@ def analyse(res: Results, opts: Options | None = None) -> dict[str, pd.DataFrame
 
 
 def profile_targets(best: pd.DataFrame, perf: pd.DataFrame, q: float) -> dict[str, float]:
-    """Per problem: the ``q``-quantile (on the higher-is-better scale) of the optimizers' best final
-    validation value in the largest budget; an optimizer below it may never reach it (cost ∞)."""
+    """Per problem: the ``q``-quantile, over optimizers, of each optimizer's best final validation
+    value (mean over the seeds of its best setting, best over schedules and batch sizes) in the
+    largest budget; an optimizer below it may never reach it (cost ∞)."""
     v = perf.set_index(perf["run_id"].astype(str))["valid_value"]
     out = {}
     for prob, g in best.groupby("problem", observed=True):
         top = g[g["budget_trials"] == g["budget_trials"].max()] if "budget_trials" in g else g
         sign = 1.0 if str(top["metric"].iloc[0]) == "accuracy" else -1.0
-        per_opt = []
+        per_opt: dict[str, float] = {}
         for _, r in top.iterrows():
             vals = [v.get(rid, np.nan) for rid in r["run_ids"]]
             vals = [x for x in vals if np.isfinite(x)]
             if vals:
-                per_opt.append(sign * float(np.mean(vals)))
+                o = str(r["optimizer"])
+                per_opt[o] = max(per_opt.get(o, -np.inf), sign * float(np.mean(vals)))
         if per_opt:
-            out[str(prob)] = sign * float(np.quantile(per_opt, q))
+            out[str(prob)] = sign * float(np.quantile(list(per_opt.values()), q))
     return out
 
 
@@ -125,8 +127,9 @@ def _png(fig, path: Path) -> str:
     return base64.b64encode(data).decode()
 
 
-def _img(b64: str, alt: str) -> str:
-    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{b64}">'
+def _img(b64: str, alt: str, wide: bool = False) -> str:
+    cls = ' class="wide"' if wide else ""
+    return f'<img alt="{html.escape(alt)}"{cls} src="data:image/png;base64,{b64}">'
 
 
 def _table(df: pd.DataFrame, cols: list[str] | None = None) -> str:
@@ -166,7 +169,7 @@ def write_report(study_dir: str | Path, rule: str = "last", progress: Callable[[
     fig_dir.mkdir(parents=True, exist_ok=True)
     tab_dir.mkdir(parents=True, exist_ok=True)
     progress("reading results …")
-    res = load_study(study_dir)
+    res = load_study(study_dir, fields=LONG_FIELDS, extras=False)
     bad = res.unreadable
     if res.n_runs == 0:
         raise RuntimeError(f"{study_dir}: no results yet (run `optbench submit` first)")
@@ -187,7 +190,7 @@ def write_report(study_dir: str | Path, rule: str = "last", progress: Callable[[
     parts = []
     if "improvement" in t and len(t["improvement"]):
         parts.append(_img(_png(figures.fig_improvement_matrix(t["improvement"], normalise=opts.fig2_normalise),
-                               fig_dir / "fig2_improvement.png"), "Fig. 2 improvement matrix"))
+                               fig_dir / "fig2_improvement.png"), "Fig. 2 improvement matrix", wide=True))
     if "improvement_quantiles" in t and len(t["improvement_quantiles"]):
         parts.append(_img(_png(figures.fig_relative_improvement(t["improvement_quantiles"], budget_order(perf)),
                                fig_dir / "fig3_relative_improvement.png"), "Fig. 3 relative improvement"))
@@ -208,20 +211,24 @@ def write_report(study_dir: str | Path, rule: str = "last", progress: Callable[[
         chosen = best[(best["problem"].astype(str) == prob) & (best["budget"].astype(str) == largest)]
         if chosen.empty:
             chosen = best[best["problem"].astype(str) == prob]
+        sched = figures.preferred_schedule(chosen["schedule"], opts.reference_schedule)
+        chosen = chosen[chosen["schedule"].astype(str) == sched]
         curves = {}
         for _, r in chosen.iterrows():
             i = run_pos.get(r["run_ids"][0]) if len(r["run_ids"]) else None
             if i is None:
                 continue
             lo, hi = int(starts[i]), int(starts[i] + counts[i])
-            curves[f"{r['optimizer']} / {r['schedule']}" + (f" B={r['batch_size']}" if chosen["batch_size"].nunique() > 1 else "")] = \
+            curves[f"{r['optimizer']}" + (f" B={r['batch_size']}" if chosen["batch_size"].nunique() > 1 else "")] = \
                 pd.DataFrame({"epoch": res.field("epoch")[lo:hi], f"test_{metric}": res.field(f"test_{metric}")[lo:hi]})
         if curves:
-            imgs.append(_img(_png(figures.fig_curves(curves, metric, f"{prob}: best setting of budget '{chosen['budget'].iloc[0]}'"),
+            imgs.append(_img(_png(figures.fig_curves(curves, metric, f"{prob} ({sched}): best setting of budget "
+                                                                      f"'{chosen['budget'].iloc[0]}', its first seed"),
                                   fig_dir / f"{prob}_curves.png"), f"{prob} learning curves"))
         tc = t.get("tuning_curves")
         if tc is not None and len(tc) and (tc["problem"].astype(str) == prob).any():
-            imgs.append(_img(_png(figures.fig_tuning_curves(tc, prob), fig_dir / f"{prob}_tuning_curves.png"),
+            imgs.append(_img(_png(figures.fig_tuning_curves(tc, prob, figures.preferred_schedule(tc["schedule"], opts.reference_schedule)),
+                                  fig_dir / f"{prob}_tuning_curves.png"),
                              f"{prob} tuning curves"))
         table = _table(g, ["schedule", "batch_size", "budget", "optimizer", "rank", "mean", "std", "n_seeds",
                            "n_diverged", "trial", "hparams"])
@@ -236,19 +243,22 @@ def write_report(study_dir: str | Path, rule: str = "last", progress: Callable[[
         tt = t["time_to_target"].merge(t["steps_to_target"].groupby("problem", observed=True)["target"].first().reset_index(),
                                        on="problem")
         parts.append("<p>Cost: fewest steps to the target validation metric over an optimizer's runs (∞ if never "
-                     f"reached); target per problem: the {opts.target_quantile:.0%} quantile of the optimizers' best "
-                     "final validation values. Score: area under the profile on [1, "
+                     f"reached); target per problem: the {opts.target_quantile:.0%} quantile, over optimizers, of each "
+                     "optimizer's best final validation value (largest budget). Score: area under the profile on [1, "
                      f"{opts.tau_max:g}] / {opts.tau_max - 1:g}.</p>" + _table(t["profile_scores"])
                      + _table(tt, ["problem", "optimizer", "target", "time", "n_trials", "n_reached", "n_diverged"]))
     if "inclusion" in t:
         inc = t["inclusion"]
         flagged = inc[inc["flag"]]
+        verdicts = inc["verdict"].value_counts()
         parts.append("<p>Inclusion check (M ⊆ N: N can reproduce M, so N should not end below M; flagged when it "
                      f"does beyond seed noise, {opts.ci:.0%} bootstrap interval of N − M). Plain names: the relation "
                      "holds only if the hyperparameters that reduce N to M were tuned. "
-                     f"<b>{len(flagged)} flagged</b> of {len(inc)}.</p>"
-                     + _table(inc, ["problem", "schedule", "batch_size", "budget", "included", "general", "diff", "lo",
-                                    "hi", "flag", "verdict"]))
+                     f"<b>{len(flagged)} flagged</b> of {len(inc)} comparisons ("
+                     + ", ".join(f"{n} {html.escape(str(v))}" for v, n in verdicts.items())
+                     + "); the flagged ones below, all in <code>tables/inclusion.csv</code>.</p>"
+                     + (_table(flagged, ["problem", "schedule", "batch_size", "budget", "included", "general", "diff",
+                                         "lo", "hi", "verdict"]) if len(flagged) else ""))
     if parts:
         sections.append("<h2>Choi et al. statistics</h2>" + "".join(parts))
 
@@ -277,7 +287,7 @@ def write_report(study_dir: str | Path, rule: str = "last", progress: Callable[[
     counts_txt = ", ".join(f"{n} {html.escape(s)}" for s, n in status.items())
     page = f"""<!doctype html><html><head><meta charset="utf-8"><title>optbench report: {html.escape(study_dir.name)}</title>
 <style>body{{font-family:sans-serif;max-width:1150px;margin:auto;padding:1em}} table{{border-collapse:collapse;font-size:12px;margin:1em 0}}
-td,th{{border:1px solid #ccc;padding:2px 6px}} img{{max-width:49%;margin:2px;vertical-align:top}} .warn{{color:#a00}}</style></head><body>
+td,th{{border:1px solid #ccc;padding:2px 6px}} img{{max-width:49%;margin:2px;vertical-align:top}} img.wide{{max-width:100%}} .warn{{color:#a00}}</style></head><body>
 <h1>optbench report: {html.escape(study_dir.name)}</h1>
 <p>Generated {time.strftime('%Y-%m-%d %H:%M')} from {res.n_runs} runs ({counts_txt}). Final performance: {html.escape(opts.rule)}
 evaluation; diverged runs: {html.escape(opts.diverged)}; best setting chosen on validation per problem, optimizer, schedule,

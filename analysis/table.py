@@ -14,7 +14,7 @@ From it come:
 
 String columns are pandas categoricals, integer columns the smallest integer type that holds them.
 Hyperparameters appear in the long and wide tables as one categorical column ``hparams``
-("lr=0.001,beta1=0.9"); their numeric values are the ``hp_<name>`` columns of the runs table
+("beta1=0.9,lr=0.001"); their numeric values are the ``hp_<name>`` columns of the runs table
 (join on ``run_id``): 11 float columns repeated on 42 million rows would cost 3.7 GB.
 """
 from __future__ import annotations
@@ -47,6 +47,10 @@ def small_int(a: np.ndarray) -> np.ndarray:
     a = np.asarray(a)
     if a.size == 0:
         return a.astype(np.int32)
+    if a.dtype.kind == "f":
+        if not np.all(np.isfinite(a)) or not np.all(a == np.round(a)):
+            return a  # missing values (NaN) or fractions: leave as floats
+        a = a.astype(np.int64)
     lo, hi = int(a.min()), int(a.max())
     for t in (np.int8, np.int16, np.int32, np.int64):
         info = np.iinfo(t)
@@ -56,8 +60,28 @@ def small_int(a: np.ndarray) -> np.ndarray:
 
 
 def hparams_label(pairs: Iterable[Sequence]) -> str:
-    """A setting's canonical label, "lr=0.001,beta1=0.9" (sorted by name)."""
+    """A setting's canonical label, e.g. "beta1=0.9,lr=0.001" (sorted by name, exact reprs)."""
     return ",".join(f"{k}={v!r}" for k, v in sorted((str(k), v) for k, v in pairs))
+
+
+def columns_from_arrays(arrays: list[np.ndarray], fields: Sequence[str] | None = None) -> dict[str, np.ndarray]:
+    """Per-run evaluation arrays → one contiguous array per field (``arrays`` is emptied).
+
+    One concatenation of the structured arrays (a memcpy per run), then one copy per field: much
+    faster than concatenating 50,000 strided field views per field."""
+    fields = list(fields or EVAL_FIELDS)
+    if not arrays:
+        return {f: np.zeros(0) for f in fields}
+    if all(a.dtype is EVAL_DTYPE or a.dtype == EVAL_DTYPE for a in arrays):
+        # as raw bytes: numpy's per-array promotion of structured dtypes would cost more than the copy
+        big = np.concatenate([a.view(np.uint8) for a in arrays]).view(EVAL_DTYPE)
+        del arrays[:]
+        return {f: big[f].copy() for f in fields}
+    names = set().union(*(a.dtype.names or () for a in arrays))
+    out = {f: np.concatenate([a[f] if f in a.dtype.names else np.full(len(a), np.nan) for a in arrays])
+           for f in fields if f in names}
+    del arrays[:]
+    return out
 
 
 def runs_frame(rows: dict[str, list], hp: dict[str, list]) -> pd.DataFrame:
@@ -76,6 +100,28 @@ def runs_frame(rows: dict[str, list], hp: dict[str, list]) -> pd.DataFrame:
     return df
 
 
+#: values for record columns a hand-made table lacks
+DEFAULTS = {"run_id": "", "study": "", "problem": "", "optimizer": "", "schedule": "none", "budget": "oneshot",
+            "kind": "oneshot", "hparams": "", "status": "finished", "trial": -1, "seed": 0, "batch_size": 0,
+            "num_epochs": 0}
+
+
+def _normalise_runs(runs: pd.DataFrame) -> pd.DataFrame:
+    """Every record column present, strings categorical, integers small."""
+    for c in CATEGORY_COLS:
+        if c not in runs:
+            runs[c] = DEFAULTS[c]
+        if not isinstance(runs[c].dtype, pd.CategoricalDtype):
+            runs[c] = runs[c].astype(str).astype("category")
+    for c in INT_COLS:
+        if c not in runs:
+            runs[c] = DEFAULTS[c]
+        if runs[c].dtype.kind not in "iu":
+            runs[c] = pd.to_numeric(runs[c], errors="coerce").fillna(DEFAULTS[c]).astype(np.int64)
+        runs[c] = small_int(runs[c].to_numpy())
+    return runs
+
+
 @dataclasses.dataclass
 class Results:
     runs: pd.DataFrame
@@ -85,7 +131,7 @@ class Results:
 
     # ------------------------------------------------------------------ structure
     def __post_init__(self):
-        self.runs = self.runs.reset_index(drop=True)
+        self.runs = _normalise_runs(self.runs.reset_index(drop=True))
         self.run_index = np.asarray(self.run_index, dtype=np.int32)
         self._order_rows()
 
@@ -132,6 +178,20 @@ class Results:
         per_prob = np.bincount(codes[codes >= 0], weights=per_run[codes >= 0], minlength=len(cats)) > 0
         return {c: bool(h) for c, h in zip(cats, per_prob)}
 
+    def diverged_runs(self) -> np.ndarray:
+        """Per run: a measured loss (a series with some finite value in that run) is NaN or ±inf somewhere.
+        A series entirely NaN was not measured (hand-made or imported tables) and does not count."""
+        bad = np.zeros(self.n_runs, dtype=bool)
+        for s in SPLITS:
+            v = self.field(f"{s}_loss")
+            fin = np.isfinite(v)
+            if fin.all():
+                continue
+            measured = np.bincount(self.run_index[fin], minlength=self.n_runs) > 0
+            broken = np.bincount(self.run_index[~fin], minlength=self.n_runs) > 0
+            bad |= measured & broken
+        return bad
+
     def subset(self, run_mask: np.ndarray) -> "Results":
         """The runs where ``run_mask`` is true, with their evaluations."""
         run_mask = np.asarray(run_mask, dtype=bool)
@@ -177,17 +237,19 @@ class Results:
             idx = acc_idx if (is_acc and drop_missing_metrics) else None
             parts.append((name, idx))
         sizes = [n if idx is None else len(idx) for _, idx in parts]
-
-        def stack(per_row: np.ndarray) -> np.ndarray:
-            return np.concatenate([per_row if idx is None else per_row[idx] for _, idx in parts]) \
-                if parts else per_row[:0]
+        itype = np.int32 if n < 2**31 else np.int64
+        rows = (np.concatenate([np.arange(n, dtype=itype) if idx is None else idx.astype(itype, copy=False)
+                                for _, idx in parts]) if parts else np.zeros(0, itype))
+        run_of = self.run_index[rows]  # the run of every long row: one gather per column below
 
         data: dict[str, object] = {}
         for c, (vals, cats) in self._run_columns(RECORD_COLS).items():
-            col = stack(vals[self.run_index])
+            col = vals[run_of]
             data[c] = pd.Categorical.from_codes(col, cats) if cats is not None else col
-        data["epoch"] = stack(small_int(self.field("epoch")))
-        data["step"] = stack(small_int(self.field("step")))
+        del run_of
+        data["epoch"] = small_int(self.field("epoch"))[rows]
+        data["step"] = small_int(self.field("step"))[rows]
+        del rows
         split_codes = np.concatenate([np.full(k, SPLITS.index(name.split("_")[0]), np.int8)
                                       for (name, _), k in zip(parts, sizes)]) if parts else np.zeros(0, np.int8)
         metric_codes = np.concatenate([np.full(k, METRICS.index(name.split("_")[1]), np.int8)

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import resource
 import shutil
 import subprocess
@@ -133,6 +132,7 @@ def main() -> int:
     ap.add_argument("--runs-per-file", type=int, default=10)
     ap.add_argument("--dir", default=None, help="where to write the study (default: a temporary folder, removed)")
     ap.add_argument("--keep", action="store_true", help="keep the generated files")
+    ap.add_argument("--reuse", action="store_true", help="load the files already in --dir, generate nothing")
     ap.add_argument("--no-json", action="store_true", help="skip the JSON comparison")
     ap.add_argument("--tracemalloc", action="store_true", help="also report tracemalloc peaks (slower loads)")
     ap.add_argument("--_measure", nargs=2, help=argparse.SUPPRESS)
@@ -144,11 +144,17 @@ def main() -> int:
     out = Path(args.dir or tempfile.mkdtemp(prefix="optbench-bench-"))
     out.mkdir(parents=True, exist_ok=True)
     try:
-        t = time.perf_counter()
-        st = generate(out, n, args.runs_per_file, json_too=not args.no_json)
-        print(f"generated {st['runs']:,} runs, {st['evals']:,} evaluations in {time.perf_counter() - t:.0f} s: "
-              f"{st['files']:,} HDF5 files ({du(out / 'h5study') / 2**20:.0f} MB)"
-              + ("" if args.no_json else f", {st['runs']:,} JSON files ({du(out / 'deepobs') / 2**20:.0f} MB)"), flush=True)
+        if args.reuse:
+            if not args.dir or not (out / "h5study").is_dir():
+                raise SystemExit("--reuse needs --dir with a study generated before (use --keep or --dir)")
+            n = sum(1 for _ in (out / "h5study" / "results").glob("*.h5")) * args.runs_per_file
+        else:
+            t = time.perf_counter()
+            st = generate(out, n, args.runs_per_file, json_too=not args.no_json)
+            print(f"generated {st['runs']:,} runs, {st['evals']:,} evaluations in {time.perf_counter() - t:.0f} s: "
+                  f"{st['files']:,} HDF5 files ({du(out / 'h5study') / 2**20:.0f} MB)"
+                  + ("" if args.no_json else f", {st['runs']:,} JSON files ({du(out / 'deepobs') / 2**20:.0f} MB)"),
+                  flush=True)
         h5 = child("h5", out / "h5study", args.tracemalloc)
         print(f"load_results (HDF5):            {h5['seconds']:7.1f} s, peak RSS {h5['peak_rss_mb']:6.0f} MB "
               f"(before loading {h5['rss_before_mb']:.0f} MB), table {h5['table_mb']:.0f} MB, {h5['rows']:,} rows, "
@@ -160,7 +166,7 @@ def main() -> int:
                   f"{js['rows']:,} rows, {js['runs']:,} runs", flush=True)
             assert js["rows"] == h5["rows"], "the two formats must give the same table"
             print(f"JSON / HDF5 load time: {js['seconds'] / h5['seconds']:.1f}x")
-        if n == FULL:
+        if h5["runs"] == FULL:
             ok = h5["seconds"] < 60 and h5["peak_rss_mb"] < 4096
             print(f"target (full size: < 60 s, < 4 GB): {'met' if ok else 'NOT met'}")
     finally:

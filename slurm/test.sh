@@ -21,6 +21,11 @@ if [ -s "$SLURM_LOCAL_DIR/pids/slurmctld.pid" ] && kill -0 "$(cat "$SLURM_LOCAL_
   echo "[test] a cluster started by cluster-up.sh is running in $SLURM_LOCAL_DIR; stopping it for a clean configuration"
   bash "$HERE/cluster-down.sh"
 fi
+# headless Chromium for the report test (a person's view of report.html)
+if ! command -v chromium >/dev/null 2>&1; then
+  echo "[test] installing chromium for the report screenshot test"
+  apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium >/dev/null
+fi
 trap 'bash "$HERE/cluster-down.sh"' EXIT
 bash "$HERE/cluster-up.sh"
 # shellcheck disable=SC1091

@@ -106,6 +106,25 @@ def test_unreadable_files_and_runs_are_skipped_and_reported(tmp_path, capsys):
     assert analysis.load_runs(d).attrs["unreadable"]
 
 
+def test_other_field_layouts_and_attribute_types(tmp_path):
+    """A dataset written with fewer fields (an older layout) loads by field name, the rest NaN; a
+    record stored as a fixed-length byte string loads too."""
+    d = tmp_path / "study"
+    (d / "results").mkdir(parents=True)
+    old = np.dtype([("epoch", "<i4"), ("step", "<f8"), ("valid_loss", "<f8"), ("test_loss", "<f8"), ("train_loss", "<f8")])
+    rows = np.zeros(3, old)
+    rows["epoch"], rows["step"], rows["test_loss"] = [0, 1, 2], [0, 50, 100], [3.0, 2.0, 1.0]
+    with h5py.File(d / "results" / "old.h5", "w") as f:
+        g = f.create_group("runs/oldrun")
+        g.create_dataset("evals", data=rows, maxshape=(None,), chunks=(64,))
+        g.attrs["record"] = np.bytes_(json.dumps(make_record(optimizer="adam")))
+        g.attrs["status"] = "finished"
+    runs = analysis.load_runs(d)
+    assert runs["optimizer"].iloc[0] == "adam" and runs["final_test_loss"].iloc[0] == 1.0
+    wide = analysis.load_curves(d)
+    assert list(wide["step"]) == [0, 50, 100] and wide["minibatch_loss"].isna().all() and wide["lr"].isna().all()
+
+
 def test_duplicate_run_best_copy_wins(tmp_path):
     """A run re-submitted after a crash appears in two files: the finished copy is taken."""
     run = simple_run(0.9, optimizer="adam", num_epochs=4)
@@ -116,6 +135,18 @@ def test_duplicate_run_best_copy_wins(tmp_path):
     write_results(d, [Run(run["record"], run["evals"][:3], status="failed")], prefix="c")
     runs = analysis.load_runs(d)
     assert len(runs) == 1 and runs["status"].iloc[0] == "finished" and runs["n_evals"].iloc[0] == 5
+
+
+def test_reader_processes_give_the_same_table(tmp_path):
+    runs = [simple_run(0.5 + i / 100, optimizer="sgd", seed=42 + i) for i in range(12)]
+    d = _study(tmp_path, runs, per_file=2)
+    (d / "results" / "garbage.h5").write_bytes(b"junk")
+    a, b = analysis.load_results(d), analysis.load_results(d, workers=3)
+    key = ["run_id", "split", "metric", "epoch"]
+    a, b = a.sort_values(key).reset_index(drop=True), b.sort_values(key).reset_index(drop=True)
+    assert list(a["run_id"].astype(str)) == list(b["run_id"].astype(str))
+    np.testing.assert_array_equal(a["value"], b["value"])
+    assert len(b.attrs["unreadable"]) == 1
 
 
 def test_missing_study_and_empty_study(tmp_path):

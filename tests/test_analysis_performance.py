@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 import pytest
 
 from analysis import load_study
@@ -176,3 +175,17 @@ def test_improvement_with_diverged_side_is_nan(tmp_path):
     assert len(imp) == 1 and np.isnan(imp["improvement"].iloc[0])
     q = improvement_quantiles(relative_improvement(best)).set_index("budget")
     assert q.loc["small", "n_diverged"] == 1 and q.loc["small", "n"] == 0
+
+
+def test_hand_made_long_table():
+    """A table built by hand (plain strings, no train series, no steps) is analysed as well: missing
+    series are not divergence, a NaN inside a measured series is."""
+    import pandas as pd
+
+    rows = [("a", e, s, v) for e, (s, v) in enumerate([("valid", 1.0), ("valid", 0.5)])]
+    rows += [("a", e, "test", v) for e, v in enumerate([1.1, 0.6])]
+    rows += [("b", e, "valid", v) for e, v in enumerate([1.0, float("nan")])] + [("b", e, "test", 1.0) for e in range(2)]
+    df = pd.DataFrame(rows, columns=["run_id", "epoch", "split", "value"]).assign(metric="loss", problem="p", optimizer="o")
+    perf = final_performance(df).set_index("run_id")
+    assert not perf.loc["a", "diverged"] and perf.loc["a", "test_value"] == pytest.approx(0.6) and perf.loc["a", "step"] == -1
+    assert perf.loc["b", "diverged"] and perf.loc["b", "score_test"] == -np.inf
