@@ -21,12 +21,40 @@ def cmd_plan(args) -> int:
     from optbench.study import load_study
 
     study = load_study(args.study)
-    if args.dry_run:
+    if args.dry_run or not args.output:
         df = planner.records_to_frame(planner.expand(study))
-        print(planner.breakdown(df))
-        return 0
-    df = planner.write_plan(study, args.output, progress=_print)
+    else:
+        df = planner.write_plan(study, args.output, progress=_print)
     print(planner.breakdown(df))
+    if args.estimate:
+        from optbench import estimate
+
+        device = estimate.load_device(args.device or estimate.default_device())
+        print()
+        print(estimate.format_estimate(estimate.estimate(df, device), device, study.name))
+    return 0
+
+
+def cmd_bench(args) -> int:
+    from optbench import bench
+
+    names = bench.select_problems(args.problems)
+    device = args.device
+    if device == "auto":
+        import torch
+
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    results = bench.run(names, steps=args.steps, seconds=args.seconds, repeats=args.repeats, device=device,
+                        threads=args.threads, progress=_print)
+    env = bench.environment(device)
+    print(f"\n{env['device']}, {env['threads']} torch thread(s), torch {env['torch']}, {env['cpu']} "
+          f"({env['cpus']} CPUs){', ' + env['gpu'] if 'gpu' in env else ''}; optimizer {bench.OPTIMIZER}, "
+          f"{args.repeats} rounds")
+    print(bench.format_table(results))
+    if args.write_device:
+        command = "optbench bench " + " ".join(sys.argv[2:]) if sys.argv[1:2] == ["bench"] else "optbench bench"
+        path = bench.write_device_profile(args.write_device, results, device, command)
+        print(f"device profile written: {path}")
     return 0
 
 
@@ -80,6 +108,10 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("study", help="study file (TOML), e.g. jobs/quickstart.toml")
     sp.add_argument("-o", "--output", required=False, help="study directory to write (plan.h5 …)")
     sp.add_argument("--dry-run", action="store_true", help="print the counts, write nothing")
+    sp.add_argument("--estimate", action="store_true",
+                    help="also print the compute the study needs, per problem and in total, in device-hours")
+    sp.add_argument("--device", default=None,
+                    help="device profile for --estimate (default: slurm/devices/cpu-2core.toml)")
     sp.set_defaults(func=cmd_plan)
 
     sp = sub.add_parser("submit", help="dispatch the runs that are not done (Slurm arrays or local processes)")
@@ -98,6 +130,20 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("-v", "--verbose", action="store_true", help="list failed runs with their errors")
     sp.set_defaults(func=cmd_status)
 
+    sp = sub.add_parser("bench", help="steps/s of optbench's loop vs a bare loop and a naive loop, per problem")
+    sp.add_argument("--problems", nargs="+", default=None,
+                    help="problem names, 'offline' (default: the problems needing no data files, P1 among them) "
+                         "or 'all' (the dataset problems run on small fake data sets with their real models)")
+    sp.add_argument("--steps", type=int, default=None,
+                    help="timed training steps per loop and round (default: about --seconds worth)")
+    sp.add_argument("--seconds", type=float, default=0.5, help="target seconds per loop and round (default 0.5)")
+    sp.add_argument("--repeats", type=int, default=7, help="interleaved rounds (default 7)")
+    sp.add_argument("--threads", type=int, default=1, help="torch threads (default 1: one run per core)")
+    sp.add_argument("--device", choices=["auto", "cpu", "cuda"], default="cpu")
+    sp.add_argument("--write-device", default=None, metavar="FILE",
+                    help="write (or update) a device profile for `optbench plan --estimate` from loop (a)'s speeds")
+    sp.set_defaults(func=cmd_bench)
+
     sp = sub.add_parser("report", help="write report.html, figures and tables")
     sp.add_argument("study_dir")
     sp.add_argument("--rule", choices=["last", "best"], default="last",
@@ -109,7 +155,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.command == "plan" and not args.dry_run and not args.output:
+    if args.command == "plan" and not args.dry_run and not args.output and not args.estimate:
         parser.error("plan: -o/--output DIR is required (or --dry-run)")
     try:
         return args.func(args)

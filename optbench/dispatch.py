@@ -256,7 +256,7 @@ def quarantine_unreadable(study_dir: Path, bad: list[tuple[Path, str]]) -> None:
             if set(t["run_ids"]) & flight_runs:
                 live_tasks.add(t["name"])
     for path, err in bad:
-        if path.stem in live_tasks:
+        if path.stem.split("+p")[0] in live_tasks:  # "<task>+p<i>.h5": a process of a task training runs in parallel
             print(f"optbench: warning: result file {path} unreadable ({err}) but its task is alive; left alone",
                   file=sys.stderr)
             continue
@@ -306,6 +306,8 @@ def submit(study_dir: str | Path, profile: Profile, progress: Callable[[str], No
                                                 if profile.executor == "local" else arr.resources.cpus_per_task)
             options = {"threads": threads, "device": arr.resources.device,
                        "checkpoint_every_s": profile.checkpoint_every_s}
+            if arr.resources.runs_in_parallel > 1:
+                options["runs_in_parallel"] = arr.resources.runs_in_parallel
             names = [f"task-{stamp}-a{ai:03d}-t{ti:04d}" for ti in range(len(arr.chunks))]
             try:
                 with ex.batch():

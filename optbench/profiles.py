@@ -28,6 +28,7 @@ class Resources:
     runs_per_task: int = 10
     threads: int | None = None  # torch threads per task (default: cpus_per_task)
     device: str = "auto"  # auto | cpu | cuda
+    runs_in_parallel: int = 1  # runs an array task trains at once (one process each, threads split between them)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,6 +64,8 @@ def _resources(table: Mapping[str, Any], base: Resources, where: str) -> Resourc
     r = Resources(**values)
     if r.runs_per_task < 1 or r.cpus_per_task < 1 or r.timeout_min < 1 or r.gpus_per_node < 0:
         raise ProfileError(f"{where}: runs_per_task, cpus_per_task and timeout_min must be >= 1, gpus >= 0")
+    if not isinstance(r.runs_in_parallel, int) or isinstance(r.runs_in_parallel, bool) or r.runs_in_parallel < 1:
+        raise ProfileError(f"{where}: runs_in_parallel must be an integer >= 1, got {r.runs_in_parallel!r}")
     if r.device not in ("auto", "cpu", "cuda"):
         raise ProfileError(f"{where}: device must be auto, cpu or cuda, got {r.device!r}")
     return r

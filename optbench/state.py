@@ -8,26 +8,36 @@ best setting is not known yet).
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pandas as pd
 
-from optbench.leases import RunLease
+from optbench.leases import LEASE_DIR, RunLease
 from optbench.storage import DONE, RESULTS_DIR, TaskFile, scan_results
 
 STATES = ("finished", "diverged", "failed", "running", "interrupted", "planned", "waiting")
 
 
-def run_states(study_dir: str | Path, plan: pd.DataFrame) -> tuple[pd.DataFrame, list]:
-    """One row per planned run: state, file, attempts, requeues, error; and the unreadable files."""
-    found, bad = scan_results(study_dir)
+def run_states(study_dir: str | Path, plan: pd.DataFrame, cache: bool = False) -> tuple[pd.DataFrame, list]:
+    """One row per planned run: state, file, attempts, requeues, error; and the unreadable files.
+
+    ``cache``: let :func:`~optbench.storage.scan_results` reuse its cache of unchanged result files
+    (``optbench status``). A run with no result entry is checked for a live lease only if its lease
+    file exists (one directory listing instead of a ``stat`` per planned run).
+    """
+    found, bad = scan_results(study_dir, cache=cache)
+    try:
+        lease_files = set(os.listdir(Path(study_dir) / LEASE_DIR))
+    except OSError:
+        lease_files = set()
     out = plan[["run_id", "problem", "optimizer", "schedule", "budget", "kind", "resolved"]].copy()
     states, files, attempts, requeues, errors, n_evals = [], [], [], [], [], []
     for rid, resolved in zip(out["run_id"], out["resolved"]):
         e = found.get(rid)
         if e is None:
             st = "planned" if resolved else "waiting"
-            if resolved and RunLease(study_dir, rid).is_held_elsewhere():
+            if resolved and f"{rid}.lock" in lease_files and RunLease(study_dir, rid).is_held_elsewhere():
                 st = "running"
             states.append(st)
             files.append("")

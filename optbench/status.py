@@ -24,7 +24,7 @@ def task_logs(study_dir: Path) -> dict[str, Path]:
 
 def print_status(study_dir: Path, verbose: bool = False) -> int:
     plan = planner.load_plan(study_dir)  # verified: a hand-edited plan is reported, not trusted
-    states, bad = run_states(study_dir, plan)
+    states, bad = run_states(study_dir, plan, cache=True)  # unchanged result files are not re-read
     counts = states["state"].value_counts()
     total = len(states)
     done = int(counts.get("finished", 0) + counts.get("diverged", 0))

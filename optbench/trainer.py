@@ -107,9 +107,11 @@ def train_run(record: RunRecord, *, sink: Sink, checkpoint: Callable[[dict | Non
                 "rows": rows, "elapsed": time.time() - t_start, "run_id": record.run_id}
 
     def record_eval(e: int) -> bool:
+        # minibatch_loss first: reading it waits for the device, so wall_time covers the training
+        # steps' device work (on a GPU the host runs ahead of it), not just their launch
         values = {"epoch": e, "step": e * steps_per_epoch, "lr": lr0 * factor(e * steps_per_epoch),
-                  "wall_time": time.time() - t_start,
                   "minibatch_loss": float(mb_sum) / mb_count if mb_count else math.nan}
+        values["wall_time"] = time.time() - t_start
         for name, split in (("train", task.splits["train_eval"]), ("valid", task.splits["valid"]),
                             ("test", task.splits["test"])):
             values[f"{name}_loss"], values[f"{name}_accuracy"] = evaluate(task, split)
@@ -123,12 +125,15 @@ def train_run(record: RunRecord, *, sink: Sink, checkpoint: Callable[[dict | Non
             return "diverged"
     last_ckpt = time.time()
     train = task.train
+    g = torch.Generator()  # re-seeded every epoch: the same stream as a fresh generator with that seed
+    lr = None
     while epoch < record.num_epochs:
-        g = torch.Generator().manual_seed(derive_seed(record.seed, f"data/{epoch}"))
+        g.manual_seed(derive_seed(record.seed, f"data/{epoch}"))
         perm = torch.randperm(n, generator=g).to(device)
         while pos < steps_per_epoch:
             step = epoch * steps_per_epoch + pos
-            _set_lr(opt, lr0 * factor(step))
+            if lr != (lr := lr0 * factor(step)):  # epoch schedules change it once an epoch
+                _set_lr(opt, lr)
             idx = perm[pos * bs:(pos + 1) * bs]
             batch = tuple(t[idx] for t in train)
             loss, _ = task.loss(model, batch)
@@ -136,7 +141,7 @@ def train_run(record: RunRecord, *, sink: Sink, checkpoint: Callable[[dict | Non
             opt.zero_grad(set_to_none=True)
             (loss if reg is None else loss + reg).backward()
             opt.step()
-            mb_sum += loss.detach().double()
+            mb_sum += loss.detach()  # float64 accumulator: the float32 loss is widened exactly, no extra kernel
             mb_count += 1
             pos += 1
             if interrupt is not None and interrupt.requested:

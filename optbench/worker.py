@@ -98,9 +98,12 @@ class ChunkRunner(submitit.helpers.Checkpointable):
 
     def __call__(self, study_dir: str, task_name: str, run_ids: list[str],
                  options: dict[str, Any] | None = None) -> dict[str, Any]:
+        opts = dict(options or {})
+        k = min(int(opts.get("runs_in_parallel") or 1), len(run_ids))
+        if k > 1:
+            return train_in_parallel(study_dir, task_name, run_ids, opts, k)
         import torch
 
-        opts = dict(options or {})
         threads = int(opts.get("threads") or os.environ.get("SLURM_CPUS_PER_TASK") or 0)
         if threads:
             torch.set_num_threads(threads)
@@ -153,6 +156,83 @@ class ChunkRunner(submitit.helpers.Checkpointable):
         finally:
             interrupt.uninstall()
         return summary
+
+
+PART_SEP = "+p"  # the result file of process i of a task training runs in parallel: <task>+p<i>.h5
+
+
+def _train_part(study_dir: str, name: str, run_ids: list[str], options: dict[str, Any], results) -> None:
+    """Entry point of one process of :func:`train_in_parallel` (a fresh interpreter: ``spawn``)."""
+    try:
+        summary = ChunkRunner()(study_dir, name, run_ids, options)
+    except BaseException as e:
+        results.put({"part": name, "error": f"{type(e).__name__}: {e}"})
+        raise
+    results.put({"part": name, **summary})
+
+
+def train_in_parallel(study_dir: str, task_name: str, run_ids: list[str], opts: dict[str, Any],
+                      k: int) -> dict[str, Any]:
+    """Train the chunk in ``k`` processes at once (profile key ``runs_in_parallel``).
+
+    Process i takes runs i, i+k, i+2k, … of the chunk, trains them as a one-process task would
+    (leases, checkpoints, skip-finished) with ``threads // k`` torch threads, and writes its own
+    result file ``<task>+p<i>.h5`` — one writer per file, as always. The partition depends only on
+    the chunk and ``k``, so a requeued task gives every process the same runs back. Slurm's
+    USR2/TERM reaches this parent process: it is forwarded to the processes, which checkpoint at the
+    next step boundary and exit, then the parent requeues (USR2, through submitit) or exits (TERM).
+    A process that dies otherwise fails the task once the others have finished (its runs resume
+    from their checkpoints when the task is re-submitted).
+    """
+    import multiprocessing
+
+    threads = int(opts.get("threads") or os.environ.get("SLURM_CPUS_PER_TASK") or os.cpu_count() or 1)
+    part_opts = {**opts, "runs_in_parallel": 1, "threads": max(1, threads // k)}
+    ctx = multiprocessing.get_context("spawn")  # no fork of a process that may hold torch or HDF5 state
+    results = ctx.Queue()
+    names = [f"{task_name}{PART_SEP}{i}" for i in range(k)]
+    procs = [ctx.Process(target=_train_part, args=(study_dir, names[i], run_ids[i::k], part_opts, results),
+                         name=names[i], daemon=False) for i in range(k)]
+    interrupt = Interrupt().install()
+    summaries: list[dict[str, Any]] = []
+    forwarded = False
+    try:
+        for proc in procs:
+            proc.start()
+        while any(proc.is_alive() for proc in procs):
+            try:
+                summaries.append(results.get(timeout=0.2))
+            except Exception:  # queue.Empty
+                pass
+            if interrupt.requested and not forwarded:
+                for proc in procs:
+                    if proc.is_alive():
+                        os.kill(proc.pid, interrupt.signum)
+                forwarded = True
+        for proc in procs:
+            proc.join()
+        while True:
+            try:
+                summaries.append(results.get(timeout=0.05))
+            except Exception:
+                break
+        if interrupt.requested:
+            interrupt.act(lambda: None)  # the processes have checkpointed: requeue (USR2) or exit (TERM)
+    finally:
+        interrupt.uninstall()
+        for proc in procs:
+            if proc.is_alive():
+                proc.terminate()
+    summary: dict[str, Any] = {"trained": [], "skipped": [], "failed": [], "parts": len(procs)}
+    for part in summaries:
+        for key in ("trained", "skipped", "failed"):
+            summary[key] += part.get(key, [])
+        summary.setdefault("device", part.get("device"))
+    dead = [(proc.name, proc.exitcode) for proc in procs if proc.exitcode != 0]
+    if dead:
+        raise RuntimeError("process(es) of a parallel task ended abnormally: " +
+                           ", ".join(f"{name} (exit code {code})" for name, code in dead))
+    return summary
 
 
 def train_one(rec, tf: TaskFile, ckpts: CheckpointStore, interrupt: Interrupt, device: str,

