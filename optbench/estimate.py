@@ -187,27 +187,38 @@ def estimate(plan: pd.DataFrame, device: Device) -> pd.DataFrame:
 
 def _hours(h: float) -> str:
     if h >= 1e5:
-        return f"{h:,.3g}".replace("e+0", "e").replace("e+", "e")
-    return f"{h:,.1f}" if h >= 10 else f"{h:,.3f}"
+        return f"{h:.3g}".replace("e+0", "e").replace("e+", "e")
+    return f"{h:,.1f}" if h >= 10 else f"{h:,.2f}"
+
+
+def _duration(h: float) -> str:
+    s = h * 3600
+    if s < 60:
+        return f"{s:.1f} s"
+    if s < 3600:
+        return f"{s / 60:.1f} min"
+    return f"{h:,.1f} h"
 
 
 def format_estimate(df: pd.DataFrame, device: Device, study: str = "") -> str:
     total = float(df["device_hours"].sum())
     lines = [f"compute estimate{' for ' + study if study else ''} on {device.name} ({device.path}"
              f"{'' if device.measured else ', NOT MEASURED: template values'})",
-             f"  one run alone: optbench bench speeds; {device.runs_in_parallel} run(s) at once per device "
-             f"= {device.parallel_speedup:.2f}x the throughput of one",
-             f"  {'problem':<22} {'runs':>7} {'epochs':>6} {'bs':>4} {'steps/run':>10} {'h/run':>9} "
-             f"{'(eval h)':>9} {'device-h':>12}"]
+             f"  per run: training steps at the measured steps/s + evaluations at the measured examples/s (one run "
+             f"alone on the device); {device.runs_in_parallel} run(s) at once per device = "
+             f"{device.parallel_speedup:.2f}x the throughput of one",
+             f"  {'problem':<22} {'runs':>7} {'epochs':>6} {'bs':>4} {'steps/run':>10} {'time/run':>10} "
+             f"{'(of it eval)':>12} {'device-hours':>13}"]
     for r in df.itertuples():
         note = "" if r.batch_size == r.measured_bs else f"  (measured at bs {r.measured_bs}, scaled)"
         lines.append(f"  {r.problem:<22} {r.runs:>7,} {r.epochs:>6} {r.batch_size:>4} {r.steps_per_run:>10,} "
-                     f"{_hours(r.train_h_per_run + r.eval_h_per_run):>9} {_hours(r.eval_h_per_run):>9} "
-                     f"{_hours(r.device_hours):>12}{note}")
-    lines.append(f"  {'total':<22} {int(df['runs'].sum()):>7,} {'':>6} {'':>4} {'':>10} {'':>9} {'':>9} {_hours(total):>12}")
+                     f"{_duration(r.train_h_per_run + r.eval_h_per_run):>10} {_duration(r.eval_h_per_run):>12} "
+                     f"{_hours(r.device_hours):>13}{note}")
+    lines.append(f"  {'total':<22} {int(df['runs'].sum()):>7,} {'':>6} {'':>4} {'':>10} {'':>10} {'':>12} "
+                 f"{_hours(total):>13}")
     days = total / 24
     lines.append(f"  = {_hours(total)} device-hours = {days:,.0f} device-days = {days / 365.25:,.1f} device-years "
-                 f"(an upper bound: diverged runs stop early)")
+                 f"(an upper bound: diverged runs stop early; per-run checkpoint/result I/O not counted)")
     return "\n".join(lines)
 
 

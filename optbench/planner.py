@@ -83,7 +83,7 @@ def _setting(spec, values) -> tuple[tuple[str, float], ...]:
 
 def records_to_frame(records: Iterable[RunRecord]) -> pd.DataFrame:
     records = list(records)
-    hp: dict[str, dict[int, float]] = {}
+    n = len(records)
     dumps_cache: dict[int, tuple[tuple, str]] = {}
 
     def dumps(items: tuple) -> str:  # json of a (shared) args tuple, computed once per tuple object
@@ -94,22 +94,31 @@ def records_to_frame(records: Iterable[RunRecord]) -> pd.DataFrame:
 
     plain = [c for c in RECORD_COLUMNS if c not in ("run_id", "problem_args", "schedule_args")]
     get = operator.attrgetter(*plain, "problem_args", "schedule_args", "hparams")
-    values = [get(r) for r in records]
-    columns = list(zip(*values)) if values else [()] * (len(plain) + 3)
-    cols: dict[str, Any] = dict(zip(plain, columns))
-    cols["problem_args"] = [dumps(a) for a in columns[-3]]
-    cols["schedule_args"] = [dumps(a) for a in columns[-2]]
-    for i, hparams in enumerate(columns[-1]):
-        for k, v in hparams:
-            hp.setdefault(f"hp_{k}", {})[i] = float(v)
-    cols["run_id"] = fast_run_ids(records)
-    df = pd.DataFrame({c: list(cols[c]) for c in RECORD_COLUMNS}, columns=list(RECORD_COLUMNS))
-    for c in sorted(hp):
-        values = np.full(len(records), np.nan)
-        idx = np.fromiter(hp[c].keys(), dtype=np.int64, count=len(hp[c]))
-        values[idx] = np.fromiter(hp[c].values(), dtype=np.float64, count=len(hp[c]))
-        df[c] = values
-    return df
+    columns = list(zip(*map(get, records))) if records else [()] * (len(plain) + 3)
+    cols: dict[str, Any] = {c: np.array(v, dtype=np.int64 if c in INT_COLUMNS else object)
+                            for c, v in zip(plain, columns)}
+    cols["problem_args"] = np.array([dumps(a) for a in columns[-3]], dtype=object)
+    cols["schedule_args"] = np.array([dumps(a) for a in columns[-2]], dtype=object)
+    cols["run_id"] = np.array(fast_run_ids(records), dtype=object)
+    # hyperparameters: one row of values per distinct setting (a trial's setting is shared by its runs)
+    index: dict[int, int] = {}
+    settings: list[tuple] = []
+    which = np.empty(n, dtype=np.int64)
+    for i, h in enumerate(columns[-1]):
+        j = index.get(id(h))
+        if j is None or settings[j] is not h:
+            j = index[id(h)] = len(settings)
+            settings.append(h)
+        which[i] = j
+    names = sorted({k for h in settings for k, _ in h})
+    table = np.full((len(settings), len(names)), np.nan)
+    pos = {k: c for c, k in enumerate(names)}
+    for j, h in enumerate(settings):
+        for k, v in h:
+            table[j, pos[k]] = float(v)
+    for k in names:
+        cols[f"hp_{k}"] = table[which, pos[k]] if n else np.zeros(0)
+    return pd.DataFrame(cols, columns=list(RECORD_COLUMNS) + [f"hp_{k}" for k in names])
 
 
 # ------------------------------------------------------------------ fast run ids
@@ -179,10 +188,28 @@ def fast_run_ids(records: list[RunRecord]) -> list[str]:
     if _ID_FIELDS != _ID_KEYS:  # the record gained or lost a field: use the reference implementation
         return [r.run_id for r in records]
     enc = _IdEncoder()
-    ids = [_hash(enc.blob(r.batch_size, r.budget, "[]" if r.kind == "rerun" else enc.items(r.hparams), r.kind,
-                          r.num_epochs, r.optimizer, r.problem, enc.items(r.problem_args, LOCATION_ARGS), r.schedule,
-                          enc.items(r.schedule_args), r.seed, r.study, r.trial))
-           for r in records]
+    s, items = enc.s, enc.items
+    ids = []
+    bs = ne = o = p = pa = sc = sa = st = None
+    head = middle = tail = ""
+    sha = hashlib.sha256
+    for r in records:
+        # the fields a (problem, optimizer, schedule, batch size) group shares: encoded once per group
+        # (recognised by object identity, which implies an identical encoding)
+        if not (r.problem_args is pa and r.schedule_args is sa and r.optimizer is o and r.problem is p
+                and r.schedule is sc and r.study is st and r.batch_size is bs and r.num_epochs is ne):
+            bs, ne, o, p, pa, sc, sa, st = (r.batch_size, r.num_epochs, r.optimizer, r.problem, r.problem_args,
+                                            r.schedule, r.schedule_args, r.study)
+            head = f'{{"batch_size":{_num(r.batch_size)},"budget":'
+            middle = (f'"num_epochs":{_num(r.num_epochs)},"optimizer":{s(r.optimizer)},"problem":{s(r.problem)},'
+                      f'"problem_args":{items(r.problem_args, LOCATION_ARGS)},"schedule":{s(r.schedule)},'
+                      f'"schedule_args":{items(r.schedule_args)}')
+            tail = f',"study":{s(r.study)},"trial":'
+        kind = r.kind
+        hparams = "[]" if kind == "rerun" else items(r.hparams)
+        blob = (f'{head}{s(r.budget)},"hparams":{hparams},"kind":{s(kind)},{middle},'
+                f'"seed":{_num(r.seed)}{tail}{_num(r.trial)}}}')
+        ids.append(sha(blob.encode()).hexdigest()[:16])
     if any(records[i].run_id != ids[i] for i in _sample(len(records))):
         return [r.run_id for r in records]
     return ids

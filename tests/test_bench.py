@@ -5,11 +5,9 @@ check that the machinery is correct (and keep under ~30 s on a shared 2-core mac
 """
 from __future__ import annotations
 
-import json
 import os
 import time
 
-import numpy as np
 import pandas as pd
 import pytest
 

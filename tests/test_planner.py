@@ -133,3 +133,12 @@ def test_data_location_is_not_identity():
 
     assert dataclasses.replace(r, problem_args=(("data_dir", "/b"),)).run_id == r.run_id
     assert dataclasses.replace(r, problem_args=(("n_train", 5),)).run_id != r.run_id
+
+
+def test_crowded_valley_plan_round_trips_through_the_plan_file(tmp_path):
+    """Integer defaults (Lookahead's k = 5) must hash the same after the plan file stores them as floats;
+    otherwise every status/submit of the study fails with "edited by hand"."""
+    study = load_study(ROOT / "jobs" / "crowded_valley.toml")
+    planner.write_plan(study, tmp_path / "cv", progress=lambda m: None)
+    df = planner.load_plan(tmp_path / "cv")  # verifies every run id
+    assert len(df) == 53_760 and df[df.optimizer == "lookahead_momentum"]["hp_k"].dropna().eq(5.0).any()
