@@ -84,7 +84,23 @@ def problem_sizes(problem: str, args: Mapping[str, Any] | None = None,
         i, j = int(0.8 * chars), int(0.9 * chars)
         n, valid, test = _windows(i, seq), _windows(j - i, seq), _windows(chars - j, seq)
         return Sizes(n, min(valid, n) + valid + test)
-    if problem in ("uniform_tokens_lm", "zipf_tokens_lm"):
+    if spec.impl.endswith(":build_imbalanced_classifier"):
+        # optbench.problems.imbalanced: the training split cut to n per class (n = its smallest class)
+        # or ⌈n/(i+1)⌉ for class i; valid/test cut to balanced. The class counts need the data, which
+        # a login node may not have, so n is taken as the mean class count: an upper bound, within
+        # 10 % for digits (tests/test_estimate.py).
+        if a["dataset"] == "digits":
+            n_valid = round(float(a["valid_fraction"]) * DIGITS_SIZE)
+            n_test = round(float(a["test_fraction"]) * DIGITS_SIZE)
+            split = DIGITS_SIZE - n_valid - n_test
+        else:
+            total = int(a["num_samples"])
+            n_valid, n_test = int(a["n_valid"]), total - int(0.8 * total)
+            split = int(0.8 * total) - n_valid
+        per_class = split // 10
+        n = 10 * per_class if a["classes"] == "balanced" else sum(-(-per_class // (i + 1)) for i in range(10))
+        return Sizes(n, n + n_valid + n_test)
+    if problem in ("uniform_tokens_lm", "zipf_tokens_lm") or spec.impl.endswith(":build_transformer_lm"):
         seq = int(a["seq_len"])
         n, ev = _windows(int(a["n_train_tokens"]), seq), _windows(int(a["n_eval_tokens"]), seq)
         return Sizes(n, min(ev, n) + 2 * ev)

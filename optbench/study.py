@@ -262,13 +262,13 @@ def parse_study(raw: Mapping[str, Any], where: str = "<study>", source: str = ""
         fixed[o] = {k: float(c.typed(v, (int, float), f"tuning.fixed.{o}.{k}")) for k, v in table.items()}
 
     sched_args: dict[str, dict[str, Any]] = {}
-    for name, table in c.typed(raw.get("schedule_settings", {}), dict, "schedule_settings").items():
-        if name not in scheds:
-            raise c.fail(f"schedule_settings.{name}", "not one of the study's schedules")
-        allowed = set(schedules.STEP_SCHEDULES.get(name, ()))
-        c.typed(table, dict, f"schedule_settings.{name}")
-        c.unknown(table, allowed, f"schedule_settings.{name}.")
-        sched_args[name] = {k: float(c.typed(v, (int, float), f"schedule_settings.{name}.{k}"))
+    for sched, table in c.typed(raw.get("schedule_settings", {}), dict, "schedule_settings").items():
+        if sched not in scheds:
+            raise c.fail(f"schedule_settings.{sched}", "not one of the study's schedules")
+        allowed = set(schedules.STEP_SCHEDULES.get(sched, ()))
+        c.typed(table, dict, f"schedule_settings.{sched}")
+        c.unknown(table, allowed, f"schedule_settings.{sched}.")
+        sched_args[sched] = {k: float(c.typed(v, (int, float), f"schedule_settings.{sched}.{k}"))
                             for k, v in table.items()}
 
     selection = c.typed(raw.get("selection", {}), dict, "selection")

@@ -23,9 +23,19 @@ def built_sizes(name: str, args: dict) -> estimate.Sizes:
     ("digits_mlp", {}),
     ("uniform_tokens_lm", {"n_train_tokens": 20_000, "n_eval_tokens": 3_001}),
     ("shakespeare_char_rnn", {"num_chars": 30_001, "seq_len": 37}),
+    ("tokens_tf_zipf_none_relu", {"n_train_tokens": 9_000, "n_eval_tokens": 2_001, "seq_len": 16}),
 ])
 def test_sizes_of_offline_problems_match_their_builders(name, args):
     assert estimate.problem_sizes(name, args) == built_sizes(name, args)
+
+
+@pytest.mark.parametrize("name", ["digits_mlp_balanced", "digits_mlp_heavy_tailed"])
+def test_sizes_of_class_imbalanced_problems_are_close(name):
+    """The class counts need the data, so the size model approximates them: an upper bound (the mean
+    class count for the smallest one) within 10 %."""
+    got, built = estimate.problem_sizes(name), built_sizes(name, {})
+    assert built.n_train <= got.n_train <= 1.1 * built.n_train
+    assert built.eval_examples <= got.eval_examples <= 1.3 * built.eval_examples  # small valid/test splits: 30 %
 
 
 @pytest.mark.parametrize("name,dataset,n_train,n_test,args", [

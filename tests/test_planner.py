@@ -115,8 +115,10 @@ beta2 = 0.95
 [tuning.fixed.momentum]
 momentum = 0.95
 """))
+    assert study.name == "sweep"  # a [schedule_settings.*] table once overwrote the study's name
     df = planner.records_to_frame(planner.expand(study))
     assert len(df) == 3 * 2 * (4 + 2)
+    assert set(df.study) == {"sweep"}
     assert sorted(df.batch_size.unique()) == [16, 64, 256]
     adam = df[(df.optimizer == "adam") & (df.kind == "tuning")]
     assert (adam.hp_beta1 == 0.95).all() and (adam.hp_beta2 == 0.95).all()

@@ -168,3 +168,44 @@ register(ProblemSpec(
     impl="optbench.problems.token_lm:build_token_lm",
     args={**_TOKEN_ARGS, "distribution": "zipf"},
 ))
+
+
+# --- crossover study (gap factors)
+# The factors behind the Adam–SGD gap (spec §3, docs/crossover.md) as separate problem names, so one
+# study can hold every setting (a problem has one set of arguments per study). Token transformers:
+# tokens_tf_<distribution>_<attention>_<activation>, all 2 × 2 × 2 combinations; classifiers:
+# <dataset>_mlp_<classes>. "Batch size" of the token problems counts sequences of seq_len tokens.
+_TF_ARGS = {"vocab": 256, "zipf_exponent": 1.0, "determinism": 0.5, "n_train_tokens": 131_072,
+            "n_eval_tokens": 16_384, "seq_len": 32, "width": 64, "layers": 2, "heads": 4, "data_seed": 0}
+for _dist in ("uniform", "zipf"):
+    for _attn in ("softmax", "none"):
+        for _act in ("relu", "gelu"):
+            register(ProblemSpec(
+                name=f"tokens_tf_{_dist}_{_attn}_{_act}",
+                description=(f"2-layer causal transformer LM on a synthetic Markov token stream, {_dist} vocabulary, "
+                             f"{'softmax attention' if _attn == 'softmax' else 'attention-free causal linear mixer'}, "
+                             f"{_act.upper()} MLP"),
+                batch_size=64, num_epochs=4, metric="loss",
+                impl="optbench.problems.transformer_lm:build_transformer_lm",
+                args={**_TF_ARGS, "distribution": _dist, "attention": _attn, "activation": _act},
+            ))
+for _classes in ("balanced", "heavy_tailed"):
+    register(ProblemSpec(
+        name=f"digits_mlp_{_classes}",
+        description=f"sklearn digits, MLP 64-100-100-10, {_classes.replace('_', '-')} training classes "
+                    "(class i keeps ⌈n/(i+1)⌉ when heavy-tailed), balanced valid/test",
+        batch_size=32, num_epochs=20, metric="accuracy",
+        impl="optbench.problems.imbalanced:build_imbalanced_classifier",
+        args={"dataset": "digits", "classes": _classes, "hidden": 100, "valid_fraction": 0.15,
+              "test_fraction": 0.15, "data_seed": 0},
+    ))
+    register(ProblemSpec(
+        name=f"mnist1d_mlp_{_classes}",
+        description=f"MNIST-1D (generated offline), MLP 40-100-100-10, {_classes.replace('_', '-')} training "
+                    "classes (class i keeps ⌈n/(i+1)⌉ when heavy-tailed), balanced valid/test",
+        batch_size=64, num_epochs=20, metric="accuracy",
+        impl="optbench.problems.imbalanced:build_imbalanced_classifier",
+        args={"dataset": "mnist1d", "classes": _classes, "hidden": 100, "num_samples": 20_000, "n_valid": 2_000,
+              "data_seed": 42},
+    ))
+del _dist, _attn, _act, _classes
