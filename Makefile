@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 TORCH ?= torch==2.13.0+cpu
 STUDY_DIR ?= runs/quickstart
 
-.PHONY: setup quickstart test test-unit bench chaos cluster-up cluster-down clean
+.PHONY: setup quickstart test test-unit bench chaos crossover-small cluster-up cluster-down clean
 
 setup: $(VENV)/.installed
 
@@ -31,6 +31,24 @@ test: setup
 # Fast tests only, no cluster (the Slurm tests skip with a reason unless CI=true).
 test-unit: setup
 	$(VENV)/bin/pytest -q -m "not slurm" tests
+
+# Throughput benchmarks (minutes; README "Performance"): per-run speed of optbench's loop vs the bare and
+# naive loops, concurrent runs per device, and plan/submit/status at the full study's scale.
+bench: setup
+	$(VENV)/bin/optbench bench --problems quadratic_deep digits_mlp mnist1d_mlp shakespeare_char_rnn uniform_tokens_lm zipf_tokens_lm --repeats 3
+	$(PY) benchmarks/bench_parallel.py --rounds 2
+	$(PY) benchmarks/bench_machinery.py plan submit status
+
+# A short chaos run on the local cluster (slurm/chaos.py --help for the long version).
+chaos: setup
+	SLURM_ACCOUNTING=1 bash slurm/cluster-up.sh
+	source /tmp/optbench-slurm/env.sh && $(PY) slurm/chaos.py --minutes 10; rc=$$?; bash slurm/cluster-down.sh; exit $$rc
+
+# The Adam–SGD crossover study scaled down for 2 CPU cores (issue 7; README records what it shows).
+crossover-small: setup
+	$(VENV)/bin/optbench plan jobs/crossover_small.toml -o runs/crossover_small
+	$(VENV)/bin/optbench submit runs/crossover_small --executor local
+	$(VENV)/bin/optbench report runs/crossover_small
 
 cluster-up:
 	SLURM_ACCOUNTING=1 bash slurm/cluster-up.sh

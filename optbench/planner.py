@@ -30,7 +30,7 @@ import pandas as pd
 from optbench import optimizer_specs
 from optbench.errors import PlanError
 from optbench.record import LOCATION_ARGS, RunRecord, canonical_items
-from optbench.search import sample_trials
+from optbench.search import DECOUPLED_LR, sample_trials
 from optbench.study import Study
 
 PLAN_FILE = "plan.h5"
@@ -59,7 +59,7 @@ def expand(study: Study) -> Iterator[RunRecord]:
                 # the settings do not depend on the schedule: computed once per trial (and shared, which
                 # also lets fast_run_ids reuse their encoding)
                 default = _setting(spec, defaults)
-                tuned_settings = [(next(name for name, n in study.budgets if k < n), _setting(spec, {**defaults, **tuned}))
+                tuned_settings = [(next(name for name, n in study.budgets if k < n), _setting(spec, _merge(defaults, tuned)))
                                   for k, tuned in enumerate(trials)]
                 for sched in study.schedules:
                     base = dict(study=study.name, problem=problem, optimizer=opt, schedule=sched,
@@ -73,6 +73,14 @@ def expand(study: Study) -> Iterator[RunRecord]:
                     for budget, _ in study.budgets:
                         for seed in study.rerun_seeds:
                             yield RunRecord(budget=budget, kind="rerun", trial=-1, seed=seed, **base)
+
+
+def _merge(defaults: dict, tuned: dict) -> dict:
+    """The defaults overridden by a trial; a trial that draws a decoupled learning-rate coordinate
+    (lr_over_eps …) replaces the default lr, which the coordinate then determines with ε."""
+    if any(c in tuned for c in DECOUPLED_LR):
+        defaults = {k: v for k, v in defaults.items() if k != "lr"}
+    return {**defaults, **tuned}
 
 
 def _setting(spec, values) -> tuple[tuple[str, float], ...]:

@@ -38,7 +38,7 @@ from typing import Any, Mapping
 
 from optbench import optimizer_specs, problems, schedules
 from optbench.errors import StudyError
-from optbench.search import Dist
+from optbench.search import DECOUPLED_LR, Dist
 
 TOP_KEYS = {"name", "description", "problems", "optimizers", "schedules", "problem_settings", "schedule_settings",
             "oneshot", "tuning", "selection"}
@@ -81,7 +81,13 @@ class Study:
 
     def space(self, optimizer: str) -> dict[str, Dist]:
         """What is tuned: the optimizer's space, with the study's overrides, minus fixed hyperparameters."""
-        space = {**optimizer_specs.get(optimizer).space, **self.space_overrides.get(optimizer, {})}
+        base = dict(optimizer_specs.get(optimizer).space)
+        over = self.space_overrides.get(optimizer, {})
+        # one learning-rate coordinate: a study that tunes lr_over_eps (or lr) replaces the other
+        lr_coords = {"lr", *DECOUPLED_LR}
+        if lr_coords & set(over):
+            base = {k: v for k, v in base.items() if k not in lr_coords}
+        space = {**base, **over}
         return {k: v for k, v in space.items() if k not in self.fixed.get(optimizer, {})}
 
     def defaults(self, optimizer: str) -> dict[str, float]:
@@ -235,13 +241,21 @@ def parse_study(raw: Mapping[str, Any], where: str = "<study>", source: str = ""
     if not oneshot_seeds and not budgets:
         raise c.fail("oneshot.seeds", "the study has no runs: give one-shot seeds or tuning budgets")
 
+    # hyperparameters of the study's per-step schedules (Choi's linear decay: T and the final factor)
+    # may be tuned or fixed per optimizer like the optimizer's own
+    sched_hps = {h for sch in scheds for h in schedules.STEP_SCHEDULES.get(sch, ())}
     overrides: dict[str, dict[str, Dist]] = {}
     space = c.typed(tuning.get("space", {}), dict, "tuning.space")
     c.unknown(space, set(opts), "tuning.space.")
     for o, table in space.items():
         spec = optimizer_specs.get(o)
         c.typed(table, dict, f"tuning.space.{o}")
-        c.unknown(table, set(spec.defaults), f"tuning.space.{o}.")
+        decoupled = set(DECOUPLED_LR) if {"lr", "eps"} <= set(spec.defaults) else set()
+        c.unknown(table, set(spec.defaults) | sched_hps | decoupled, f"tuning.space.{o}.")
+        lr_keys = sorted(({"lr"} | set(DECOUPLED_LR)) & set(table))
+        if len(lr_keys) > 1:
+            raise c.fail(f"tuning.space.{o}", f"tune one learning-rate coordinate, not {' and '.join(lr_keys)} "
+                         "(lr_over_eps = lr/ε, lr_over_sqrt_eps = lr/√ε)")
         overrides[o] = {}
         for hp, d in table.items():
             key = f"tuning.space.{o}.{hp}"
@@ -258,8 +272,11 @@ def parse_study(raw: Mapping[str, Any], where: str = "<study>", source: str = ""
             raise c.fail(f"tuning.fixed.{o}", "not one of the study's optimizers")
         spec = optimizer_specs.get(o)
         c.typed(table, dict, f"tuning.fixed.{o}")
-        c.unknown(table, set(spec.defaults), f"tuning.fixed.{o}.")
+        c.unknown(table, set(spec.defaults) | sched_hps, f"tuning.fixed.{o}.")
         fixed[o] = {k: float(c.typed(v, (int, float), f"tuning.fixed.{o}.{k}")) for k, v in table.items()}
+        clash = sorted(set(DECOUPLED_LR) & set(overrides.get(o, {})))
+        if clash and "lr" in fixed[o]:
+            raise c.fail(f"tuning.fixed.{o}.lr", f"lr is determined by the tuned {clash[0]} and ε; fix one or the other")
 
     sched_args: dict[str, dict[str, Any]] = {}
     for sched, table in c.typed(raw.get("schedule_settings", {}), dict, "schedule_settings").items():

@@ -131,6 +131,43 @@ def test_parallel_task_trains_every_run_once_in_its_own_files(tiny_study, tmp_pa
     assert again["trained"] == [] and sorted(again["skipped"]) == sorted(ids)  # the part files count as done
 
 
+def test_checkpoint_every_epoch_profile_key_reaches_the_training_loop(tiny_study, tmp_path, monkeypatch):
+    """Per-epoch checkpoints cost a tiny run a third of its time: the profile can turn them off per problem.
+    With the key off, no checkpoint is written at an epoch end (only at the time interval or a signal)."""
+    from optbench import checkpoint, dispatch
+    from optbench.profiles import Profile, Resources
+    from optbench.worker import ChunkRunner
+
+    p = tmp_path / "p.toml"
+    p.write_text('executor = "slurm"\n[problems.digits_mlp]\ncheckpoint_every_epoch = false\n')
+    prof = load_profile(p)
+    assert prof.defaults.checkpoint_every_epoch is True and prof.resources("digits_mlp").checkpoint_every_epoch is False
+    p.write_text("checkpoint_every_epoch = 1\n")
+    with pytest.raises(ProfileError, match="checkpoint_every_epoch"):
+        load_profile(p)
+
+    saves = []
+    real_save = checkpoint.CheckpointStore.save
+    monkeypatch.setattr(checkpoint.CheckpointStore, "save", lambda self, rid, state: (saves.append(rid), real_save(self, rid, state)))
+    study_dir = tmp_path / "s"
+    df = planner.write_plan(load_study(tiny_study), study_dir, progress=lambda m: None)
+    ids = list(df[df.kind != "rerun"].run_id)[:2]
+    epochs = int(df.set_index("run_id").loc[ids[0], "num_epochs"])
+    assert epochs >= 2
+    ChunkRunner()(str(study_dir), "task-on", ids[:1], {"threads": 1, "device": "cpu", "checkpoint_every_epoch": True})
+    assert len(saves) == epochs - 1  # after every epoch but the last
+    saves.clear()
+    out = ChunkRunner()(str(study_dir), "task-off", ids[1:], {"threads": 1, "device": "cpu", "checkpoint_every_epoch": False})
+    assert out["trained"] == ids[1:] and saves == []
+
+    # and dispatch builds each problem's arrays with its own value (passed to the task as an option)
+    todo = pd.DataFrame({"run_id": ["a", "b"], "problem": ["digits_mlp", "other"]})
+    prof = Profile(name="x", executor="slurm", defaults=Resources(),
+                   problems={"digits_mlp": Resources(checkpoint_every_epoch=False)})
+    arrays = dispatch.build_arrays(todo, prof, 1001)
+    assert {a.problem: a.resources.checkpoint_every_epoch for a in arrays} == {"digits_mlp": False, "other": True}
+
+
 def test_dispatch_passes_runs_in_parallel(tmp_path):
     from optbench import dispatch
     from optbench.profiles import Profile, Resources

@@ -144,3 +144,65 @@ def test_crowded_valley_plan_round_trips_through_the_plan_file(tmp_path):
     planner.write_plan(study, tmp_path / "cv", progress=lambda m: None)
     df = planner.load_plan(tmp_path / "cv")  # verifies every run id
     assert len(df) == 53_760 and df[df.optimizer == "lookahead_momentum"]["hp_k"].dropna().eq(5.0).any()
+
+
+# ------------------------------------------------------------------ Choi et al. 2019
+
+def test_choi2019_study_tunes_everything_with_halton_and_linear_decay():
+    """jobs/choi2019.toml: six optimizers, every hyperparameter tuned (ε, the decay's T and α included),
+    Adam/NAdam in (ε, α/ε) and RMSProp in (ε, η/√ε), Halton search with common random numbers."""
+    from optbench import search
+
+    study = load_study(ROOT / "jobs" / "choi2019.toml")
+    assert study.search == "halton" and study.schedules == ("linear_decay",)
+    assert set(study.optimizers) == {"choi_sgd", "choi_momentum", "choi_nesterov", "choi_rmsprop", "choi_adam",
+                                     "choi_nadam"}
+    assert study.selection_split == "valid" and study.oneshot_seeds == ()
+    assert set(study.space("choi_adam")) == {"lr_over_eps", "eps", "beta1", "beta2", "decay_steps_factor",
+                                             "end_factor"}
+    assert set(study.space("choi_rmsprop")) == {"lr_over_sqrt_eps", "eps", "rho", "momentum",
+                                                "decay_steps_factor", "end_factor"}
+    assert set(study.space("choi_momentum")) == {"lr", "momentum", "decay_steps_factor", "end_factor"}
+    df = planner.records_to_frame(planner.expand(study))
+    assert len(df) == 7 * 6 * (100 + 2 * 4) and df["run_id"].is_unique
+    tune = df[df.kind == "tuning"]
+    adam = tune[(tune.optimizer == "choi_adam") & (tune.problem == "digits_mlp")].sort_values("trial")
+    # the run's lr is the decoupled coordinate times ε: recover the coordinate and check its range
+    ratio = adam.hp_lr / adam.hp_eps
+    assert ratio.min() >= 1e-2 * (1 - 1e-9) and ratio.max() <= 1e4 * (1 + 1e-9) and ratio.nunique() == 100
+    rms = tune[(tune.optimizer == "choi_rmsprop") & (tune.problem == "digits_mlp")]
+    r = rms.hp_lr / np.sqrt(rms.hp_eps)
+    assert r.min() >= 1e-2 * (1 - 1e-9) and r.max() <= 1e3 * (1 + 1e-9)
+    # decay hyperparameters in their ranges, and common random numbers: trial k draws the same T for every optimizer
+    assert tune.hp_decay_steps_factor.between(0.5, 1.0).all() and tune.hp_end_factor.between(1e-3, 0.1).all()
+    by_opt = tune[tune.problem == "digits_mlp"].pivot(index="trial", columns="optimizer", values="hp_decay_steps_factor")
+    assert (by_opt.nunique(axis=1) == 1).all()
+    # and the Halton sample is the documented one (scrambled, shifted), not a plain grid
+    u = search.unit_samples("halton", list(search.DIMENSIONS), 100, study.sampler_seed)["decay_steps_factor"]
+    np.testing.assert_allclose(by_opt["choi_sgd"].to_numpy(), 0.5 + 0.5 * u)
+
+
+def test_decay_hyperparameters_reach_the_schedule_not_the_optimizer():
+    from optbench import schedules
+
+    hp = {"lr": 0.1, "decay_steps_factor": 0.5, "end_factor": 0.01}
+    f = schedules.step_factor_fn("linear_decay", 2, 50, hp)
+    # η(t)/η₀ = 1 − (1 − α)·min(t, T)/T with T = 0.5 · 100 steps
+    for t in (0, 10, 49, 50, 99):
+        assert f(t) == pytest.approx(1 - (1 - 0.01) * min(t, 50) / 50)
+
+
+@pytest.mark.parametrize("table, message", [
+    ('[tuning.space.choi_adam]\nlr = ["log", 1e-4, 1]\nlr_over_eps = ["log", 1, 10]\n', "one learning-rate coordinate"),
+    ('[tuning.space.choi_sgd]\nlr_over_eps = ["log", 1, 10]\n', "unknown key"),
+    ('[tuning.space.choi_adam]\nlr_over_eps = ["log", 1, 10]\n[tuning.fixed.choi_adam]\nlr = 0.1\n', "determined by"),
+    ('[tuning.space.choi_adam]\nwarmup_fraction = ["uniform", 0, 0.2]\n', "unknown key"),
+])
+def test_bad_decoupled_or_schedule_tuning_is_refused(table, message):
+    from optbench.errors import StudyError
+
+    text = ('name = "c"\nproblems = ["digits_mlp"]\noptimizers = ["choi_adam", "choi_sgd"]\nschedules = ["linear_decay"]\n'
+            "[tuning]\nbudgets = { all = 2 }\n" + table)
+    import tomllib
+    with pytest.raises(StudyError, match=message):
+        parse_study(tomllib.loads(text), "c.toml")
