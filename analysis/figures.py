@@ -7,8 +7,8 @@
 - :func:`fig_final_performance` — Fig. 4: per problem, every optimizer's final performance for each
   budget × schedule, untuned Adam as the reference line;
 - :func:`fig_curves`, :func:`fig_tuning_curves`, :func:`fig_performance_profile`, :func:`fig_gap`,
-  :func:`fig_scaling` — learning curves, Choi et al.'s tuning curves, performance profiles, and the
-  crossover study's gap and S(B) plots.
+  :func:`fig_scaling`, :func:`fig_gap_model` — learning curves, Choi et al.'s tuning curves,
+  performance profiles, and the crossover study's gap, S(B) and predicted-vs-measured step-gap plots.
 """
 from __future__ import annotations
 
@@ -211,21 +211,25 @@ def fig_performance_profile(prof: pd.DataFrame, scores: pd.Series | None = None)
 
 
 def fig_gap(gap: pd.DataFrame):
-    """Adam − SGD gap vs. batch size with bootstrap intervals, one line per problem/schedule."""
+    """Adam − SGD gap vs. batch size with bootstrap intervals, one line per problem/schedule and one
+    panel per metric (a loss gap and an accuracy gap have different units and opposite signs)."""
     p = plt()
-    fig, ax = p.subplots(figsize=(5.5, 3.6))
-    for key, g in gap.groupby(["problem", "schedule"], observed=True, sort=True):
-        g = g.sort_values("batch_size")
-        lo = (g["gap"] - g["lo"]).clip(lower=0).fillna(0)
-        hi = (g["hi"] - g["gap"]).clip(lower=0).fillna(0)
-        ax.errorbar(g["batch_size"], g["gap"], yerr=[lo, hi], marker="o", capsize=3, label=f"{key[0]} / {key[1]}")
-    ax.axhline(0, color="k", lw=0.8)
-    ax.set_xscale("log", base=2)
-    ax.set_xlabel("batch size B")
-    metric = gap["metric"].iloc[0] if len(gap) else "metric"
-    ax.set_ylabel(f"test {metric}: Adam − SGD")
-    ax.set_title("Gap vs. batch size (bootstrap interval over seeds)", fontsize=9)
-    ax.legend(fontsize=7)
+    metrics = list(dict.fromkeys(gap["metric"].astype(str))) if len(gap) else ["metric"]
+    fig, axes = p.subplots(1, len(metrics), figsize=(5.5 * len(metrics), 3.6), squeeze=False)
+    for ax, metric in zip(axes[0], metrics):
+        sub = gap[gap["metric"].astype(str) == metric] if len(gap) else gap
+        for key, g in sub.groupby(["problem", "schedule"], observed=True, sort=True):
+            g = g.sort_values("batch_size")
+            lo = (g["gap"] - g["lo"]).clip(lower=0).fillna(0)
+            hi = (g["hi"] - g["gap"]).clip(lower=0).fillna(0)
+            ax.errorbar(g["batch_size"], g["gap"], yerr=[lo, hi], marker="o", capsize=3, label=f"{key[0]} / {key[1]}")
+        ax.axhline(0, color="k", lw=0.8)
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("batch size B")
+        better = "lower" if metric == "loss" else "higher"
+        ax.set_ylabel(f"test {metric}: Adam − SGD ({better} = Adam better)")
+        ax.set_title(f"Gap vs. batch size, test {metric} (bootstrap interval over seeds)", fontsize=9)
+        ax.legend(fontsize=7)
     fig.tight_layout()
     return fig
 
@@ -254,6 +258,47 @@ def fig_scaling(points: pd.DataFrame, cross: pd.DataFrame, problem: str, schedul
     ax.set_xlabel("batch size B")
     ax.set_ylabel("steps to target S")
     ax.set_title(f"{problem} / {schedule}: steps to target and crossover", fontsize=9)
+    ax.legend(fontsize=6)
+    fig.tight_layout()
+    return fig
+
+
+def fig_gap_model(steps: pd.DataFrame, cross: pd.DataFrame, problem: str, schedule: str):
+    """The relative gap in steps to target, S_SGD/S_Adam vs. batch size: measured (mean over seeds
+    per B, bootstrap interval; ``steps`` from :func:`analysis.crossover.step_gap`) and the line the
+    S(B) fits predict, (S_SGD,min + E_SGD,min/B)/(S_Adam,min + E_Adam,min/B), with B* (where the
+    line crosses 1) and its interval where it exists."""
+    from analysis.crossover import predicted_step_ratio
+
+    p = plt()
+    fig, ax = p.subplots(figsize=(5.5, 3.6))
+    m = steps[(steps["problem"].astype(str) == problem) & (steps["schedule"].astype(str) == schedule)]
+    m = m.sort_values("batch_size")
+    c = cross[(cross["problem"].astype(str) == problem) & (cross["schedule"].astype(str) == schedule)] if len(cross) else cross
+    if len(m):
+        lo = (m["ratio"] - m["lo"]).clip(lower=0).fillna(0)
+        hi = (m["hi"] - m["ratio"]).clip(lower=0).fillna(0)
+        ax.errorbar(m["batch_size"], m["ratio"], yerr=[lo, hi], fmt="o", capsize=3, color="C0",
+                    label="measured: mean S_SGD / mean S_Adam")
+    b_star = float(c["B_star"].iloc[0]) if len(c) else np.nan
+    fit = [float(c[k].iloc[0]) for k in ("E_adam", "S_adam", "E_sgd", "S_sgd")] if len(c) else []
+    if fit and np.all(np.isfinite(fit)):
+        ends = list(m["batch_size"].astype(float)) or [float(c["B_min"].iloc[0]), float(c["B_max"].iloc[0])]
+        if np.isfinite(b_star):
+            ends.append(b_star)
+        Bs = np.geomspace(max(1.0, min(ends) / 2), max(ends) * 2, 200)
+        ax.plot(Bs, predicted_step_ratio(*fit, Bs), "-", color="C1", lw=1.2,
+                label="model: (S_SGD,min + E_SGD,min/B) / (S_Adam,min + E_Adam,min/B)")
+    if np.isfinite(b_star):
+        ax.axvline(b_star, color="k", ls="--", lw=1, label=f"B* = {b_star:.3g}")
+        if np.isfinite(c["lo"].iloc[0]):
+            ax.axvspan(c["lo"].iloc[0], c["hi"].iloc[0], color="k", alpha=0.08)
+    ax.axhline(1.0, color="k", lw=0.8)
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    ax.set_xlabel("batch size B")
+    ax.set_ylabel("S_SGD / S_Adam  (> 1: Adam faster)")
+    ax.set_title(f"{problem} / {schedule}:\nrelative gap in steps to target, S(B) model vs. measured", fontsize=9)
     ax.legend(fontsize=6)
     fig.tight_layout()
     return fig

@@ -41,9 +41,17 @@ def _results(data) -> Results:
 
 
 def problem_metrics(data) -> dict[str, str]:
-    """'accuracy' where a problem reports one, else 'loss'."""
+    """The metric each problem declares in optbench's registry (a language model that also records
+    next-token accuracy is judged by its loss); for a problem the registry does not know (imported
+    or synthetic results): 'accuracy' where it reports one, else 'loss'."""
+    from optbench import problems  # the torch-free registry
+
     res = _results(data)
-    return {p: ("accuracy" if has else "loss") for p, has in res.problem_has_accuracy().items()}
+    out = {}
+    for p, has in res.problem_has_accuracy().items():
+        spec = problems.PROBLEMS.get(str(p))
+        out[p] = spec.metric if spec is not None and (spec.metric == "loss" or has) else ("accuracy" if has else "loss")
+    return out
 
 
 def final_performance(data, rule: str = "last", select_split: str = "valid", diverged: str = "worst",

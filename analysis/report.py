@@ -8,7 +8,8 @@ Sections: summary and mean ranks; what tuning buys (Crowded Valley Fig. 2 and Fi
 the final performance of every optimizer (Fig. 4), learning curves, tuning curves and the ranking;
 Choi et al.'s statistics (performance profiles on steps to a target, the inclusion check); and,
 when the study has several batch sizes and both Adam- and SGD-like optimizers, the crossover
-analysis (gap vs. batch size, S(B) fits, B*). A section without the data it needs is left out.
+analysis (gap vs. batch size and its trend, factor comparisons, S(B) fits, B*, the model's step gap
+vs. the measured one). A section without the data it needs is left out.
 """
 from __future__ import annotations
 
@@ -87,12 +88,18 @@ def analyse(res: Results, opts: Options | None = None) -> dict[str, pd.DataFrame
         sweep = best[multi]  # only problems run at several batch sizes
         gap = crossover.gap_vs_batch_size(sweep, n_boot=o.n_boot, ci=o.ci, seed=o.seed)
         t["crossover_gap"] = gap
+        t["crossover_trend"] = crossover.gap_trend(sweep, n_boot=o.n_boot, ci=o.ci, seed=o.seed)
+        factors = crossover.factor_effects(sweep, n_boot=o.n_boot, ci=o.ci, seed=o.seed)
+        if len(factors):
+            t["crossover_factors"] = factors
         ctargets = crossover.scaling_targets(sweep, perf)
         if ctargets:
             stt_c = choi.steps_to_target(res, ctargets, split="valid")
             pts = crossover.scaling_points(sweep, stt_c)
             t["crossover_points"] = pts
             t["crossover_fit"] = crossover.crossover(pts, n_boot=o.n_boot, ci=o.ci, seed=o.seed) if len(pts) else pd.DataFrame()
+            if len(pts):
+                t["crossover_step_gap"] = crossover.step_gap(pts, n_boot=o.n_boot, ci=o.ci, seed=o.seed)
     return t
 
 
@@ -269,16 +276,28 @@ def write_report(study_dir: str | Path, rule: str = "last", progress: Callable[[
         fit = t.get("crossover_fit", pd.DataFrame())
         pts = t.get("crossover_points", pd.DataFrame())
         imgs = [_img(_png(figures.fig_gap(gap), fig_dir / "crossover_gap.png"), "gap vs batch size")]
+        steps = t.get("crossover_step_gap", pd.DataFrame())
         if len(fit):
             for _, r in fit.iterrows():
                 imgs.append(_img(_png(figures.fig_scaling(pts, fit, str(r["problem"]), str(r["schedule"])),
                                       fig_dir / f"crossover_{r['problem']}_{r['schedule']}.png"), "steps to target vs batch size"))
+                if len(steps):
+                    imgs.append(_img(_png(figures.fig_gap_model(steps, fit, str(r["problem"]), str(r["schedule"])),
+                                          fig_dir / f"crossover_gap_model_{r['problem']}_{r['schedule']}.png"),
+                                     "relative gap in steps: S(B) model vs measured"))
         cross_lines = crossover.describe(gap, fit if len(fit) else pd.DataFrame(columns=["problem"]), ci=opts.ci)
+        if "crossover_trend" in t:
+            cross_lines += crossover.describe_trend(t["crossover_trend"], ci=opts.ci)
+        if "crossover_factors" in t:
+            cross_lines += crossover.describe_factors(t["crossover_factors"], ci=opts.ci)
+        if len(fit) and len(steps):
+            cross_lines += crossover.describe_step_gap(steps, fit, ci=opts.ci)
         sections.append("<h2>Adam vs. SGD across batch sizes</h2>" + "".join(imgs)
                         + "<ul>" + "".join(f"<li>{html.escape(x)}</li>" for x in cross_lines) + "</ul>"
                         + _table(gap, ["problem", "schedule", "batch_size", "adam", "sgd", "adam_mean", "sgd_mean", "gap",
                                        "lo", "hi", "significant", "n_seeds_adam", "n_seeds_sgd"])
-                        + (_table(fit) if len(fit) else ""))
+                        + (_table(fit) if len(fit) else "")
+                        + (_table(t["crossover_factors"]) if "crossover_factors" in t else ""))
 
     text = summary_text(ranked, agg)
     (out / "summary.txt").write_text("\n".join(text + cross_lines) + "\n")

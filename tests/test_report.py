@@ -65,11 +65,14 @@ def test_report_files_sections_and_tables(report):
     assert {"final_performance.csv", "best_settings.csv", "rankings.csv", "aggregate_ranks.csv", "improvement.csv",
             "relative_improvement.csv", "improvement_quantiles.csv", "tuning_curves.csv", "inclusion.csv",
             "steps_to_target.csv", "performance_profile.csv", "profile_scores.csv", "crossover_gap.csv",
-            "crossover_fit.csv"} <= tables
+            "crossover_fit.csv", "crossover_trend.csv", "crossover_step_gap.csv"} <= tables
     summary = (d / "report" / "summary.txt").read_text()
     assert "fmnist_2c2d, budget large: best adam (cosine), adam (none)" in summary
     assert "Overall mean rank: adam" in summary
     assert "Crossover batch size B* = 170.7" in summary  # (256,000 − 128,000)/(1000 − 250)
+    # SGD significantly better at B=16, Adam at B=256 and 1024 (the finals above), and the model's step ratio
+    assert "synthetic_lm (none): the gap reverses as B grows" in summary
+    assert "S(B) model vs measured — B=16: 0.554 vs 0.554" in summary
     assert "1 diverged" in page
 
 
@@ -80,7 +83,7 @@ def test_report_figures_are_embedded_and_written(report):
     names = {p.name for p in pngs}
     assert {"fig2_improvement.png", "fig3_relative_improvement.png", "fmnist_2c2d_final.png", "fmnist_2c2d_curves.png",
             "fmnist_2c2d_tuning_curves.png", "performance_profile.png", "crossover_gap.png",
-            "crossover_synthetic_lm_none.png"} <= names
+            "crossover_synthetic_lm_none.png", "crossover_gap_model_synthetic_lm_none.png"} <= names
     for p in pngs:
         assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and p.stat().st_size > 5000, p
     uris = re.findall(r"<img alt=\"[^\"]*\"(?: class=\"wide\")? src=\"data:image/png;base64,([A-Za-z0-9+/=]+)\"", page)
