@@ -158,9 +158,13 @@ def curve(study_dir: Path, rid: str) -> tuple[np.ndarray, dict]:
         return f["runs"][rid]["evals"][()], dict(f["runs"][rid].attrs)
 
 
+FORCED_TIME_LIMITS = 5  # > submitit's default max_num_timeout (3)
+
+
 def test_requeue_and_time_limit_mid_run_resume_exactly(slurm_cluster, write_study, tmp_path):
-    """`scontrol requeue` of a running task, and a 1-minute time limit firing mid-run (several times):
-    every run finishes once, with epochs + 1 rows, equal to the uninterrupted run."""
+    """`scontrol requeue` of a running task, and a 1-minute time limit firing mid-run many times in a row
+    (5 forced time-limit signals besides the real ones): every run finishes once, with epochs + 1
+    rows, equal to the uninterrupted run; submitit never gives up on the time-limited one."""
     epochs = 40
     a, b = tmp_path / "requeued", tmp_path / "timed"
     assert cli("plan", write_study(LONG_STUDY.format(epochs=epochs, seed=1), "a.toml"), "-o", a).returncode == 0
@@ -186,6 +190,21 @@ def test_requeue_and_time_limit_mid_run_resume_exactly(slurm_cluster, write_stud
         time.sleep(0.5)
     subprocess.run(["scontrol", "requeue", job_a], check=True)
 
+    # B: force time limits many times in a row. With a 1-minute limit, submitit counts *every* USR2 as
+    # a time limit (its guaranteed walltime min(0.8·limit, limit − 10 min) is negative), so each signal
+    # below spends one of submitit's max_num_timeout (its default, 3, would drop the run at the 4th).
+    rid_b = planner.load_plan(b)["run_id"].iloc[0]
+    job_b = dispatch.ledger(b)[0]["tasks"][0]["job_id"]
+    forced, last, t0 = 0, wait_rows(b, rid_b, 2, 300)["n_evals"], time.time()
+    while forced < FORCED_TIME_LIMITS:
+        n = wait_rows(b, rid_b, last + 2, 300)["n_evals"]  # the new attempt runs and makes progress
+        if n >= epochs - 2:
+            break
+        if subprocess.run(["scancel", "--signal=USR2", job_b], capture_output=True).returncode == 0:
+            forced, last = forced + 1, n
+        assert time.time() - t0 < 600, "run B made no progress"
+    assert forced == FORCED_TIME_LIMITS, f"run B finished after {forced} forced time limits: make it longer"
+
     states_a = wait_done(a, 600)
     states_b = wait_done(b, 900)
     for study_dir, states in ((a, states_a), (b, states_b)):
@@ -194,7 +213,8 @@ def test_requeue_and_time_limit_mid_run_resume_exactly(slurm_cluster, write_stud
         rec = planner.records(plan)[plan["run_id"].iloc[0]]
         rows, attrs = curve(study_dir, rec.run_id)
         assert len(rows) == epochs + 1 and list(rows["epoch"]) == list(range(epochs + 1))
-        assert int(attrs["requeues"]) >= 1, attrs  # it really was interrupted and restarted
+        # it really was interrupted and restarted (B: at least once per forced time limit)
+        assert int(attrs["requeues"]) >= (FORCED_TIME_LIMITS if study_dir == b else 1), attrs
         ref = reference_curve(rec)
         for f in METRICS:
             np.testing.assert_array_equal(rows[f], ref[f], err_msg=f"{study_dir.name}: {f}")
@@ -202,7 +222,7 @@ def test_requeue_and_time_limit_mid_run_resume_exactly(slurm_cluster, write_stud
     out = subprocess.run(["sacct", "-n", "-X", "-D", "-P", "-o", "JobID,State", "-j",
                           dispatch.ledger(b)[0]["tasks"][0]["job_id"].split("_")[0]],
                          capture_output=True, text=True).stdout
-    assert "REQUEUED" in out and "COMPLETED" in out, out
+    assert out.count("REQUEUED") >= FORCED_TIME_LIMITS and "COMPLETED" in out, out
 
 
 def test_gpu_request_reaches_the_task(slurm_cluster, write_study, tmp_path):
