@@ -7,7 +7,9 @@
 For ``--minutes`` it keeps the study submitted (as a user would: ``optbench submit`` every few
 seconds, sometimes twice at once) and injects, at random: ``scontrol requeue`` of a running task,
 USR2 as at a time limit or preemption (``scancel --signal=USR2``), preemption by a job in the
-``high`` partition, ``kill -9`` of a worker (a lost node), and ``scancel`` of a task. Then it
+``high`` partition, ``kill -9`` of a worker (a lost node), ``scancel`` of a task, and truncation
+of a result file whose task has ended (a damaged disk or a copy cut short: the next ``optbench
+submit`` must move it aside, recover its readable runs and re-train the rest). Then it
 stops injecting, lets the study finish, and checks the invariant on every run: finished exactly
 once, one row per evaluation (no gaps, no duplicates), never re-trained from scratch when it had
 a checkpoint. It prints a table and exits non-zero if any count that must be 0 is not.
@@ -32,7 +34,7 @@ sys.path.insert(0, str(ROOT))
 from optbench import dispatch, planner  # noqa: E402
 from optbench.leases import RunLease  # noqa: E402
 from optbench.state import run_states  # noqa: E402
-from optbench.storage import result_files, scan_file  # noqa: E402
+from optbench.storage import QUARANTINE_DIR, result_files, scan_file  # noqa: E402
 
 STUDY = """
 name = "chaos"
@@ -64,7 +66,7 @@ signal_delay_s = 30
 checkpoint_every_s = 5
 max_retries = 1000
 """
-FAULTS = ("requeue", "usr2", "preempt", "kill9", "scancel", "double_submit")
+FAULTS = ("requeue", "usr2", "preempt", "kill9", "scancel", "double_submit", "truncate")
 
 
 def sh(*cmd: str, check: bool = False) -> subprocess.CompletedProcess:
@@ -96,6 +98,30 @@ def live_worker_pids(study_dir: Path) -> list[int]:
     return [p for p in pids if p > 0 and dispatch.pid_alive(p)]
 
 
+def truncate_ended_file(study_dir: Path, rng: random.Random) -> bool:
+    """Cut a result file whose task has ended (no run of it in flight, none running) to 40–90 % of its size."""
+    import h5py
+
+    live = dispatch.in_flight_runs(study_dir)
+    candidates = []
+    for path in result_files(study_dir):
+        try:
+            with h5py.File(path, "r", locking=False) as f:
+                runs = f.get("runs", {})
+                ended = all(str(g.attrs.get("status")) in ("finished", "diverged") for g in runs.values())
+                if runs and ended and not set(runs) & live:
+                    candidates.append(path)
+        except Exception:
+            continue  # already damaged, or being written
+    if not candidates:
+        return False
+    path = rng.choice(candidates)
+    size = path.stat().st_size
+    with open(path, "r+b") as fh:
+        fh.truncate(int(size * rng.uniform(0.4, 0.9)))
+    return True
+
+
 def inject(kind: str, study_dir: Path, profile: Path, rng: random.Random, cpus: int) -> bool:
     """Apply one fault; False if there was nothing to apply it to right now."""
     tasks = our_running_tasks(study_dir)
@@ -119,6 +145,8 @@ def inject(kind: str, study_dir: Path, profile: Path, rng: random.Random, cpus: 
         except ProcessLookupError:
             return False
         return True
+    if kind == "truncate":
+        return truncate_ended_file(study_dir, rng)
     if kind == "double_submit":
         procs = [subprocess.Popen([sys.executable, "-m", "optbench", "submit", str(study_dir), "--profile",
                                    str(profile)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -153,7 +181,10 @@ def check(study_dir: Path) -> dict[str, int]:
         epochs = list(copies[0])
         lost += len(set(range(n + 1)) - set(epochs))
         dup += len(epochs) - len(set(epochs)) + sum(len(c) for c in copies[1:])
-    return {"runs_planned": len(expected), "runs_finished": sum(1 for r in expected if finished_copies.get(r)),
+    qdir = study_dir / "results" / QUARANTINE_DIR
+    moved_aside = [q for q in qdir.iterdir() if not q.name.endswith(".reason.txt")] if qdir.is_dir() else []
+    return {"result_files_quarantined": len(moved_aside),
+            "runs_planned": len(expected), "runs_finished": sum(1 for r in expected if finished_copies.get(r)),
             "runs_not_finished_exactly_once": not_once, "evaluation_rows_lost": lost,
             "evaluation_rows_duplicated": dup, "retrained_from_scratch_despite_checkpoint": scratch}
 
@@ -204,6 +235,12 @@ def main(argv: list[str] | None = None) -> int:
         optbench("submit", str(study_dir), "--profile", str(profile))
         states, _ = run_states(study_dir, planner.load_plan(study_dir))
         if states["state"].isin(["finished", "diverged"]).all() and not dispatch.in_flight_runs(study_dir):
+            # every run of a short chaos run may still be in flight while faults are injected: make sure
+            # a finished file was damaged at least once, then let `submit` recover and re-train
+            if injected["truncate"] == 0 and truncate_ended_file(study_dir, rng):
+                injected["truncate"] += 1
+                print(f"  [{time.strftime('%H:%M:%S')}] truncate (after the faults, as none had a target)", flush=True)
+                continue
             break
         time.sleep(5)
     result = check(study_dir)

@@ -22,5 +22,7 @@ def test_short_chaos_run_loses_nothing(slurm_cluster, tmp_path):
     for key in ("runs_not_finished_exactly_once", "evaluation_rows_lost", "evaluation_rows_duplicated",
                 "retrained_from_scratch_despite_checkpoint"):
         assert table[key] == "0", (key, r.stdout)
-    faults = sum(int(table[k]) for k in ("requeue", "usr2", "preempt", "kill9", "scancel", "double_submit"))
+    faults = sum(int(table[k]) for k in ("requeue", "usr2", "preempt", "kill9", "scancel", "double_submit", "truncate"))
     assert faults >= 5, r.stdout
+    # a truncated result file was moved aside (never deleted) and its runs recovered or re-trained
+    assert int(table["truncate"]) >= 1 and int(table["result_files_quarantined"]) >= int(table["truncate"]), r.stdout
