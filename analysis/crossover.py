@@ -52,6 +52,15 @@ def _boot_means(x: np.ndarray, n_boot: int, rng) -> np.ndarray:
     return x[rng.integers(0, len(x), size=(n_boot, len(x)))].mean(axis=1)
 
 
+def _family_pairs(best: pd.DataFrame, adam: Sequence[str], sgd: Sequence[str], budget: str):
+    """(problem, schedule, batch_size), Adam's best row, SGD's best row — where both families have one."""
+    b = best[best["budget"].astype(str) == budget]
+    for key, g in b.groupby(list(BY) + ["batch_size"], observed=True, sort=True):
+        a, s = _family_best(g, adam), _family_best(g, sgd)
+        if a is not None and s is not None:
+            yield key, a, s
+
+
 def gap_vs_batch_size(best: pd.DataFrame, adam: Sequence[str] = ADAM_FAMILY, sgd: Sequence[str] = SGD_FAMILY,
                       budget: str | None = None, n_boot: int = 2000, ci: float = 0.95, seed: int = 0) -> pd.DataFrame:
     """Per (problem, schedule, batch_size): the two families' best settings and ``gap`` = Adam's mean
@@ -60,12 +69,8 @@ def gap_vs_batch_size(best: pd.DataFrame, adam: Sequence[str] = ADAM_FAMILY, sgd
     seeds; NaN with fewer than two seeds on a side) and ``significant`` (interval excludes 0)."""
     budget = budget or default_budget(best)
     rng = np.random.default_rng(seed)
-    b = best[best["budget"].astype(str) == budget]
     rows = []
-    for key, g in b.groupby(list(BY) + ["batch_size"], observed=True, sort=True):
-        a, s = _family_best(g, adam), _family_best(g, sgd)
-        if a is None or s is None:
-            continue
+    for key, a, s in _family_pairs(best, adam, sgd, budget):
         sign = 1.0 if a["metric"] == "accuracy" else -1.0
         sa, ss = np.asarray(a["seed_scores"], float), np.asarray(s["seed_scores"], float)
         row = {**dict(zip(list(BY) + ["batch_size"], key)), "budget": budget, "metric": a["metric"],
@@ -242,13 +247,8 @@ def describe(gap: pd.DataFrame, cross: pd.DataFrame, ci: float = 0.95) -> list[s
 def _seed_table(best: pd.DataFrame, adam: Sequence[str], sgd: Sequence[str], budget: str | None) -> pd.DataFrame:
     """Per (problem, schedule, batch_size): the metric and the per-seed test scores (higher is
     better) of each family's best setting — the data :func:`gap_vs_batch_size` resamples."""
-    budget = budget or default_budget(best)
-    b = best[best["budget"].astype(str) == budget]
     rows = []
-    for key, g in b.groupby(list(BY) + ["batch_size"], observed=True, sort=True):
-        a, s = _family_best(g, adam), _family_best(g, sgd)
-        if a is None or s is None:
-            continue
+    for key, a, s in _family_pairs(best, adam, sgd, budget or default_budget(best)):
         rows.append({**dict(zip(list(BY) + ["batch_size"], key)), "metric": str(a["metric"]),
                      "adam_scores": np.asarray(a["seed_scores"], float), "sgd_scores": np.asarray(s["seed_scores"], float)})
     return pd.DataFrame(rows, columns=list(BY) + ["batch_size", "metric", "adam_scores", "sgd_scores"])

@@ -32,7 +32,7 @@ from torch import nn
 from optbench.errors import OptbenchError
 from optbench.problems.base import Task, classification_loss, split_indices
 from optbench.problems.digits import SPLIT_SEED, load_digits_tensors
-from optbench.problems.mnist1d_mlp import mnist1d_arrays
+from optbench.problems.mnist1d_mlp import mnist1d_splits
 
 CLASSES = ("balanced", "heavy_tailed")
 DATASETS = ("digits", "mnist1d")
@@ -67,15 +67,7 @@ def _arrays(args, device):
         tr, va, te = split_indices(len(x), (float(args["valid_fraction"]), float(args["test_fraction"])), SPLIT_SEED)
         return (x[tr], y[tr]), (x[va], y[va]), (x[te], y[te])
     if dataset == "mnist1d":
-        d = mnist1d_arrays(int(args["num_samples"]), int(args["data_seed"]))
-        x = torch.tensor(d["x"], dtype=torch.float32, device=device)
-        y = torch.tensor(d["y"], dtype=torch.long, device=device)
-        n_valid = int(args["n_valid"])
-        if not 0 < n_valid < len(x):
-            raise OptbenchError(f"imbalanced classifier: n_valid={n_valid} must be below the {len(x)} training examples")
-        test = (torch.tensor(d["x_test"], dtype=torch.float32, device=device),
-                torch.tensor(d["y_test"], dtype=torch.long, device=device))
-        return (x[:-n_valid], y[:-n_valid]), (x[-n_valid:], y[-n_valid:]), test
+        return mnist1d_splits(args, device, who="imbalanced classifier")
     raise OptbenchError(f"unknown dataset {dataset!r} (known: {', '.join(DATASETS)})")
 
 

@@ -41,16 +41,23 @@ def mnist1d_arrays(num_samples: int, seed: int = 42) -> dict:
     return _CACHE[key]
 
 
-def build_mnist1d_mlp(spec, args, seed, device="cpu") -> Task:
+def mnist1d_splits(args, device="cpu", who: str = "mnist1d_mlp"):
+    """(train, valid, test) tensors: mnist1d's train/test split, the last ``n_valid`` training examples
+    held out for validation."""
     d = mnist1d_arrays(int(args["num_samples"]), int(args["data_seed"]))
     x = torch.tensor(d["x"], dtype=torch.float32, device=device)
     y = torch.tensor(d["y"], dtype=torch.long, device=device)
     n_valid = int(args["n_valid"])
     if not 0 < n_valid < len(x):
-        raise OptbenchError(f"mnist1d_mlp: n_valid={n_valid} must be below the {len(x)} training examples")
-    train, valid = (x[:-n_valid], y[:-n_valid]), (x[-n_valid:], y[-n_valid:])
+        raise OptbenchError(f"{who}: n_valid={n_valid} must be below the {len(x)} training examples")
     test = (torch.tensor(d["x_test"], dtype=torch.float32, device=device),
             torch.tensor(d["y_test"], dtype=torch.long, device=device))
+    return (x[:-n_valid], y[:-n_valid]), (x[-n_valid:], y[-n_valid:]), test
+
+
+def build_mnist1d_mlp(spec, args, seed, device="cpu") -> Task:
+    train, valid, test = mnist1d_splits(args, device)
+    x = train[0]
     torch.manual_seed(seed)
     h = int(args["hidden"])
     model = nn.Sequential(nn.Linear(x.shape[1], h), nn.ReLU(), nn.Linear(h, h), nn.ReLU(), nn.Linear(h, 10)).to(device)
