@@ -1,9 +1,11 @@
-"""Synthetic per-task result files in the layout of :class:`optbench.storage.TaskFile`.
+"""Synthetic per-task result files, written through :class:`optbench.storage.TaskFile` as a worker writes them.
 
 ``write_results(study_dir, run_ids, runs_per_file=10, rows=4)`` writes ``results/task-synthetic-*.h5``
 with ``runs_per_file`` finished runs each (attributes as the worker writes them, ``rows`` evaluation
 rows), so that ``optbench status`` / ``optbench submit`` can be measured on a study of any size
-without training anything. Used by ``benchmarks/bench_machinery.py`` and ``tests/test_bench.py``.
+without training anything. Each run goes through the worker's own calls (``begin_run``, ``set_rows``,
+``set_status``), so the files carry the per-file summary exactly as a worker's do.
+Used by ``benchmarks/bench_machinery.py`` and ``tests/test_bench.py``.
 """
 from __future__ import annotations
 
@@ -17,7 +19,7 @@ from typing import Sequence
 import h5py
 import numpy as np
 
-from optbench.storage import EVAL_DTYPE, RESULTS_DIR
+from optbench.storage import EVAL_DTYPE, RESULTS_DIR, TaskFile
 
 VERSIONS = json.dumps({"python": "3.11", "numpy": np.__version__, "h5py": h5py.__version__, "torch": "synthetic"})
 
@@ -40,26 +42,13 @@ def _rows(n: int, rng: np.random.Generator) -> np.ndarray:
 def _write_file(args: tuple[str, list[tuple[str, str]], int, int]) -> None:
     path, runs, n_rows, seed = args
     rng = np.random.default_rng(seed)
-    now = time.time()
-    with h5py.File(path, "w", locking=False) as f:
-        g_runs = f.create_group("runs")
-        for rid, record_json in runs:
-            g = g_runs.create_group(rid)
-            g.create_dataset("evals", data=_rows(n_rows, rng), maxshape=(None,), chunks=(64,))
-            a = g.attrs
-            a["record"] = record_json
-            a["status"] = "finished"
-            a["started"] = now - 60
-            a["finished"] = now
-            a["wall_time"] = 60.0
-            a["host"] = "node001"
-            a["job_id"] = "1000_1"
-            a["versions"] = VERSIONS
-            a["device"] = "cpu"
-            a["attempts"] = 1
-            a["requeues"] = 0
-            a["threads"] = 1
-            a["pid"] = 1234
+    Path(path).unlink(missing_ok=True)  # a fresh file, as a new task's
+    tf = TaskFile(path)
+    for rid, record_json in runs:
+        tf.begin_run(rid, record_json, {"host": "node001", "job_id": "1000_1", "versions": VERSIONS, "device": "cpu",
+                                        "requeues": 0, "threads": 1, "pid": 1234})
+        tf.set_rows(rid, _rows(n_rows, rng))
+        tf.set_status(rid, "finished", finished=time.time(), wall_time=60.0)
 
 
 def write_results(study_dir: str | Path, runs: Sequence[tuple[str, str]], runs_per_file: int = 10,

@@ -80,7 +80,7 @@ def cmd_submit(args) -> int:
 def cmd_status(args) -> int:
     from optbench.status import print_status
 
-    return print_status(Path(args.study_dir), verbose=args.verbose)
+    return print_status(Path(args.study_dir), verbose=args.verbose, full_scan=args.full_scan)
 
 
 def cmd_report(args) -> int:
@@ -128,6 +128,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp = sub.add_parser("status", help="counts of planned / running / finished / failed runs")
     sp.add_argument("study_dir")
     sp.add_argument("-v", "--verbose", action="store_true", help="list failed runs with their errors")
+    sp.add_argument("--full-scan", action="store_true",
+                    help="read every run's data in every result file, ignoring the scan cache and the files' "
+                         "summaries (slow: about a minute for 50,000 runs)")
     sp.set_defaults(func=cmd_status)
 
     sp = sub.add_parser("bench", help="steps/s of optbench's loop vs a bare loop and a naive loop, per problem")

@@ -19,14 +19,16 @@ from optbench.storage import DONE, RESULTS_DIR, TaskFile, scan_results
 STATES = ("finished", "diverged", "failed", "running", "interrupted", "planned", "waiting")
 
 
-def run_states(study_dir: str | Path, plan: pd.DataFrame, cache: bool = False) -> tuple[pd.DataFrame, list]:
+def run_states(study_dir: str | Path, plan: pd.DataFrame, cache: bool = False,
+               summary: bool = False) -> tuple[pd.DataFrame, list]:
     """One row per planned run: state, file, attempts, requeues, error; and the unreadable files.
 
-    ``cache``: let :func:`~optbench.storage.scan_results` reuse its cache of unchanged result files
-    (``optbench status``). A run with no result entry is checked for a live lease only if its lease
-    file exists (one directory listing instead of a ``stat`` per planned run).
+    ``cache`` and ``summary``: let :func:`~optbench.storage.scan_results` reuse its cache of unchanged
+    result files and read the files' summaries instead of every run (``optbench status``). A run
+    with no result entry is checked for a live lease only if its lease file exists (one directory
+    listing instead of a ``stat`` per planned run).
     """
-    found, bad = scan_results(study_dir, cache=cache)
+    found, bad = scan_results(study_dir, cache=cache, summary=summary)
     try:
         lease_files = set(os.listdir(Path(study_dir) / LEASE_DIR))
     except OSError:

@@ -22,9 +22,11 @@ def task_logs(study_dir: Path) -> dict[str, Path]:
     return out
 
 
-def print_status(study_dir: Path, verbose: bool = False) -> int:
+def print_status(study_dir: Path, verbose: bool = False, full_scan: bool = False) -> int:
+    """``full_scan``: read every run's data in every result file (no scan cache, no file summaries)."""
     plan = planner.load_plan(study_dir)  # verified: a hand-edited plan is reported, not trusted
-    states, bad = run_states(study_dir, plan, cache=True)  # unchanged result files are not re-read
+    # unchanged result files are not re-read; the others are read through their summaries
+    states, bad = run_states(study_dir, plan, cache=not full_scan, summary=not full_scan)
     counts = states["state"].value_counts()
     total = len(states)
     done = int(counts.get("finished", 0) + counts.get("diverged", 0))
