@@ -298,7 +298,7 @@ def test_preemption_by_high_priority_partition(slurm_cluster, write_study, tmp_p
     assert cli("submit", s, "--profile", prof).returncode == 0
     rid = planner.load_plan(s)["run_id"].iloc[0]
     wait_rows(s, rid, 4)
-    high = subprocess.run(["sbatch", "-p", "high", "-c", str(cpus), "--parsable", "--wrap", "sleep 3"],
+    high = subprocess.run(["sbatch", "-p", "high", "-c", str(cpus), "--parsable", "-o", "/dev/null", "--wrap", "sleep 3"],
                           capture_output=True, text=True, check=True).stdout.strip()
     wait_done(s, 600)
     _, attrs = curve(s, rid)
