@@ -309,12 +309,12 @@ def _settled(model: NQM, opt: Optimizer, batch_size: float, lr: np.ndarray, targ
     # a rate whose steady state is at or above the target dips below it only transiently (the loss
     # rises again as a near-unstable coordinate fills up with noise): it never settles
     floor = steady_state_loss(model, opt, batch_size, lr)
-    out = np.full(n, np.inf)
-    ok = np.flatnonzero(np.isfinite(floor) & (floor < target))
-    if len(ok) < n:
-        if len(ok):
-            out[ok] = _settled(model, opt, batch_size, lr[ok], target, first[ok], window, max_steps)
-        return out
+    result = np.full(n, np.inf)
+    ok = np.isfinite(floor) & (floor < target)
+    if not ok.any():
+        return result
+    lr, first = lr[ok], first[ok]
+    n = len(lr)
     T, k = transition(model, opt, batch_size, lr)
     s0 = np.maximum(np.floor(first).astype(np.int64) - 1, 0)  # a step before the first crossing
     m = _advance(T, k, initial_moments(model, (n,)), s0)
@@ -337,7 +337,8 @@ def _settled(model: NQM, opt: Optimizer, batch_size: float, lr: np.ndarray, targ
             active[a] = (s[a] - last[a] < window) & (s[a] < max_steps)
     frac = np.log(La / target) / np.log(La / Lb)
     out = last + np.where(np.isfinite(frac), np.clip(frac, 0.0, 1.0), 1.0)
-    return np.where(out <= max_steps, out, np.inf)
+    result[ok] = np.where(out <= max_steps, out, np.inf)
+    return result
 
 
 RULES = ("settled", "first")

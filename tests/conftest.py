@@ -64,3 +64,14 @@ rerun_seeds = [43]
 @pytest.fixture
 def tiny_study(write_study):
     return write_study(TINY_STUDY)
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """The training tests are tiny: one thread is faster than two fighting other processes for 2 cores."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

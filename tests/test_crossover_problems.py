@@ -24,12 +24,7 @@ TINY_TF = {"vocab": 32, "n_train_tokens": 4096, "n_eval_tokens": 1024, "seq_len"
 TINY_CLS = {"digits": {}, "mnist1d": {"num_samples": 1000, "n_valid": 100}}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def tiny(name: str) -> dict:

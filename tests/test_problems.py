@@ -29,13 +29,7 @@ CROWDED_VALLEY = ["quadratic_deep", "mnist_vae", "fmnist_2c2d", "cifar10_3c3d", 
                   "cifar100_allcnnc", "svhn_wrn164", "tolstoi_char_rnn"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """The training tests are tiny: one thread is faster than two fighting other processes for 2 cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
