@@ -6,17 +6,18 @@ process, interleaved over ``repeats`` rounds (the best round of each loop is kep
 shared and noisy, and the best round is the one least disturbed):
 
 (a) **optbench** — :func:`optbench.trainer.train_run` on a run record, exactly as the worker calls
-    it (cosine schedule, a not-installed :class:`~optbench.interrupt.Interrupt`, the snapshot taken
-    at every epoch end; checkpoints are handed to a no-op store instead of being written to disk).
+    it (cosine schedule, a not-installed :class:`~optbench.interrupt.Interrupt`, the worker's
+    epoch-end checkpoints written to disk by the real :class:`~optbench.checkpoint.CheckpointStore`
+    in a temporary directory, with the profile default ``checkpoint_overhead``).
     Timed: the training steps only. The first epoch is a warm-up; for every later epoch the time
     from the end of the previous evaluation (the sink's ``append``) to the start of the next one
     (the row's ``wall_time``, taken after the device is synchronised) is summed. So the per-epoch
     permutation, the learning-rate updates, the on-device loss accumulation and the epoch-end
-    snapshot are inside the timing, the evaluations are not (they are reported separately).
+    checkpoints are inside the timing, the evaluations are not (they are reported separately).
 (b) **bare** — the limit: per step only ``loss = task.loss(model, x[idx])`` (+ the problem's L2
     term), ``zero_grad``, ``backward``, ``step``, and per epoch a fresh random permutation (which
     any loop needs to draw its batches); one synchronisation at the end of each timed chunk. No
-    learning-rate schedule, no loss accumulation, no checkpoint snapshot, no evaluations.
+    learning-rate schedule, no loss accumulation, no checkpoints, no evaluations.
 (c) **naive** — as older benchmark suites write it: a ``torch.utils.data.DataLoader`` over a
     ``TensorDataset`` (shuffle, drop_last), ``loss.item()`` every step, and evaluation in eager
     Python with the training batch size, ``.item()`` per batch and neither ``no_grad`` nor
@@ -86,7 +87,7 @@ class Setup:
         return self.steps_per_epoch
 
 
-def sized_args(problem: str, steps_per_epoch: int, data_dir: Path) -> dict[str, Any]:
+def sized_args(problem: str, steps_per_epoch: int, data_dir: Path, batch_size: int | None = None) -> dict[str, Any]:
     """Problem arguments giving about ``steps_per_epoch`` training steps per epoch (real model sizes).
 
     Problems whose data set size is part of the problem and small (P1's 1,000 draws, the digits,
@@ -97,7 +98,7 @@ def sized_args(problem: str, steps_per_epoch: int, data_dir: Path) -> dict[str, 
 
     spec = problems.get(problem)
     args = dict(spec.args)
-    bs = spec.batch_size
+    bs = batch_size or spec.batch_size
     n = bs * steps_per_epoch
     if spec.dataset == "tolstoi":
         seq = int(args["seq_len"])
@@ -122,13 +123,13 @@ def sized_args(problem: str, steps_per_epoch: int, data_dir: Path) -> dict[str, 
     return args
 
 
-def make_setup(problem: str, steps: int, data_dir: Path, device: str) -> Setup:
+def make_setup(problem: str, steps: int, data_dir: Path, device: str, batch_size: int | None = None) -> Setup:
     from optbench import problems
 
     spec = problems.get(problem)
-    bs = spec.batch_size
+    bs = batch_size or spec.batch_size
     target = max(1, math.ceil(steps / 2))
-    args = sized_args(problem, target, data_dir)
+    args = sized_args(problem, target, data_dir, bs)
     task = problems.build(problem, args, seed=0, device=device)
     spe = task.n_train // bs
     if spe < 1:
@@ -200,9 +201,13 @@ class _TimeModule:
 
 
 def measure_optbench(setup: Setup, device: str) -> dict[str, list[float]]:
-    """Loop (a): train_run; the time of each epoch's training steps (epochs 2..), and of each evaluation."""
+    """Loop (a): train_run; the time of each epoch's training steps (epochs 2..), of each evaluation,
+    and of the run's set-up (building the task and the optimizer: from the call to the first checkpoint
+    lookup)."""
     from optbench import trainer
+    from optbench.checkpoint import CheckpointStore
     from optbench.interrupt import Interrupt
+    from optbench.profiles import Resources
 
     appended: list[float] = []
     rows: list[Any] = []
@@ -217,25 +222,36 @@ def measure_optbench(setup: Setup, device: str) -> dict[str, list[float]]:
             appended.append(clock())
             rows.append(row)
 
+    record = _record(setup)
+    ckpt_dir = tempfile.TemporaryDirectory(prefix="optbench-bench-ckpt-")
+    store = CheckpointStore(ckpt_dir.name)
+
     def checkpoint(state):
         if state is None:
             started.append(clock())  # train_run sets t_start right after this call
+        else:
+            store.save(record.run_id, state)
         return None
 
     real_time = trainer.time
     trainer.time = _TimeModule(clock)
+    defaults = Resources()
+    called = clock()
     try:
-        status = trainer.train_run(_record(setup), sink=Sink(), checkpoint=checkpoint, interrupt=Interrupt(),
-                                   device=device, checkpoint_every_s=1e9, checkpoint_every_epoch=True)
+        status = trainer.train_run(record, sink=Sink(), checkpoint=checkpoint, interrupt=Interrupt(),
+                                   device=device, checkpoint_every_s=1e9,
+                                   checkpoint_every_epoch=defaults.checkpoint_every_epoch,
+                                   checkpoint_overhead=defaults.checkpoint_overhead)
     finally:
         trainer.time = real_time
+        ckpt_dir.cleanup()
     t0 = started[0]
     walls = [float(r["wall_time"][0]) for r in rows]
     epochs = len(rows) - 1
     if status != "finished" or epochs < 2:
         raise RuntimeError(f"{setup.problem}: benchmark run {status} after {epochs} epochs")
     return {"chunks": [(t0 + walls[e]) - appended[e - 1] for e in range(2, epochs + 1)],
-            "eval": [appended[e] - (t0 + walls[e]) for e in range(1, epochs + 1)]}
+            "eval": [appended[e] - (t0 + walls[e]) for e in range(1, epochs + 1)], "setup": [t0 - called]}
 
 
 class BareLoop:
@@ -332,6 +348,31 @@ MEASURE: dict[str, Callable[[Setup, str], dict[str, list[float]]]] = {
 
 # ------------------------------------------------------------------ driver
 @dataclasses.dataclass
+class StepFit:
+    """Seconds per step of loop (a) at several batch sizes and the line ``fixed + per_example × B``
+    through them (least squares, both terms kept >= 0): what the cost model needs to price a study
+    whose batch sizes differ from the problem's default."""
+    batch_sizes: list[int]
+    step_s: list[float]
+    fixed: float
+    per_example: float
+
+
+def fit_step_time(batch_sizes: Sequence[int], step_s: Sequence[float]) -> StepFit:
+    import numpy as np
+
+    b, t = np.asarray(batch_sizes, float), np.asarray(step_s, float)
+    if len(set(batch_sizes)) < 2:
+        raise ValueError("a step-time fit needs at least two batch sizes")
+    slope, intercept = np.polyfit(b, t, 1)
+    if intercept < 0:  # no fixed cost measurable: proportional (through the origin)
+        intercept, slope = 0.0, float(b @ t / (b @ b))
+    elif slope < 0:  # slower at smaller batches (noise): a constant step time
+        intercept, slope = float(t.mean()), 0.0
+    return StepFit([int(x) for x in batch_sizes], [float(x) for x in step_s], float(intercept), float(slope))
+
+
+@dataclasses.dataclass
 class Result:
     problem: str
     batch_size: int
@@ -343,6 +384,8 @@ class Result:
     eval_s: dict[str, float]  # loop -> its fastest evaluation ("optbench", "naive")
     ratios: dict[str, float]  # "a/b", "a/c": median over rounds of the rounds' ratios (paired)
     rounds: int
+    setup_s: float = math.nan  # per run: building the task and the optimizer (fastest round of (a))
+    fit: StepFit | None = None  # loop (a)'s step time over batch sizes (``--fit-batch``)
 
     @property
     def a_over_b(self) -> float:
@@ -358,13 +401,17 @@ class Result:
 
 
 def bench_problem(problem: str, *, steps: int | None, seconds: float, repeats: int, device: str,
-                  data_dir: Path, progress: Callable[[str], None] = print) -> Result:
+                  data_dir: Path, progress: Callable[[str], None] = print,
+                  fit_batch: Sequence[float] = ()) -> Result:
     """Measure the three loops on one problem in ``repeats`` interleaved rounds.
 
     A loop's time is split into epoch-sized chunks (``steps_per_epoch`` steps: one epoch of (a));
     its speed in a round is that of its median chunk. Ratios: the median over rounds of the ratio of
     the loops' speeds *in the same round* (the loops of one round run back to back and see the same
     load on a shared machine). Absolute speeds (for the cost model): the best round.
+
+    ``fit_batch``: factors of the problem's batch size at which loop (a) is also measured (alone, in
+    up to three rounds, the best kept), for the cost model's step time over batch sizes.
     """
     import statistics
 
@@ -381,12 +428,14 @@ def bench_problem(problem: str, *, steps: int | None, seconds: float, repeats: i
     spe = setup.steps_per_epoch
     speed: dict[str, list[float]] = {k: [] for k in LOOPS}  # per round
     evals: dict[str, list[float]] = {k: [] for k in LOOPS}
+    setups: list[float] = []
     for r in range(repeats):
         order = list(LOOPS[r % len(LOOPS):]) + list(LOOPS[:r % len(LOOPS)])  # rotate: no loop always first
         for loop in order:
             m = MEASURE[loop](setup, device)
             speed[loop].append(spe / statistics.median(m["chunks"]))
             evals[loop] += m.get("eval", [])
+            setups += m.get("setup", [])
         progress(f"  {problem}: round {r + 1}/{repeats}: " +
                  ", ".join(f"{k} {v[-1]:.4g}" for k, v in speed.items()) + " steps/s")
     ratios = {}
@@ -394,8 +443,29 @@ def bench_problem(problem: str, *, steps: int | None, seconds: float, repeats: i
         per_round = sorted(a / x for a, x in zip(speed["optbench"], speed[other]))
         ratios[name] = statistics.median(per_round)
         ratios[name + " q1"], ratios[name + " q3"] = _quartiles(per_round)
+    fit = None
+    if fit_batch:
+        sizes, times = [setup.batch_size], [1 / max(speed["optbench"])]
+        for f in fit_batch:
+            bs = max(1, round(setup.batch_size * f))
+            if bs in sizes:
+                continue
+            sub = data_dir / f"bs{bs}"
+            sub.mkdir(exist_ok=True)
+            try:
+                other = make_setup(problem, min(1000, max(3, round(steps * setup.batch_size / bs))), sub, device, bs)
+            except ValueError as e:  # a batch larger than the problem's fixed data set
+                progress(f"  {problem}: batch size {bs} skipped: {e}")
+                continue
+            best = max(other.steps_per_epoch / statistics.median(measure_optbench(other, device)["chunks"])
+                       for _ in range(min(repeats, 3)))
+            sizes.append(bs)
+            times.append(1 / best)
+            progress(f"  {problem}: batch size {bs}: optbench {best:.4g} steps/s")
+        fit = fit_step_time(sizes, times) if len(sizes) > 1 else None
     return Result(problem, setup.batch_size, n_params, spe, setup.timed_steps, n_eval,
-                  {k: max(v) for k, v in speed.items()}, {k: min(v) for k, v in evals.items() if v}, ratios, repeats)
+                  {k: max(v) for k, v in speed.items()}, {k: min(v) for k, v in evals.items() if v}, ratios, repeats,
+                  min(setups), fit)
 
 
 def _quartiles(values: Sequence[float]) -> tuple[float, float]:
@@ -409,7 +479,7 @@ def _quartiles(values: Sequence[float]) -> tuple[float, float]:
 
 def run(problem_names: Iterable[str], *, steps: int | None = None, seconds: float = 0.5, repeats: int = 7,
         device: str = "cpu", threads: int | None = None, clock: str | None = None,
-        progress: Callable[[str], None] = print) -> list[Result]:
+        progress: Callable[[str], None] = print, fit_batch: Sequence[float] = ()) -> list[Result]:
     global _clock
     import torch
 
@@ -423,7 +493,7 @@ def run(problem_names: Iterable[str], *, steps: int | None = None, seconds: floa
             data_dir = Path(tmp) / name
             data_dir.mkdir()
             results.append(bench_problem(name, steps=steps, seconds=seconds, repeats=repeats, device=device,
-                                         data_dir=data_dir, progress=progress))
+                                         data_dir=data_dir, progress=progress, fit_batch=fit_batch))
     return results
 
 
@@ -457,6 +527,33 @@ def format_table(results: Sequence[Result]) -> str:
     return "\n".join(lines)
 
 
+def format_fits(results: Sequence[Result]) -> str:
+    """Per-run set-up and, where measured, the step time over batch sizes (what the cost model uses)."""
+    lines = ["per run: set-up (task + optimizer); step time = fixed + per example x B (loop (a), fitted)"]
+    for r in results:
+        line = f"  {r.problem:<22} set-up {r.setup_s * 1e3:8.1f} ms"
+        if r.fit is not None:
+            pts = ", ".join(f"B={b}: {t * 1e3:.3g} ms" for b, t in zip(r.fit.batch_sizes, r.fit.step_s))
+            line += f"   step {r.fit.fixed * 1e3:.3g} ms + {r.fit.per_example * 1e6:.3g} us x B   ({pts})"
+        lines.append(line)
+    return "\n".join(lines)
+
+
+def measure_task_start(repeats: int = 3) -> float:
+    """Seconds a fresh array task spends before its first run: a new interpreter importing what the
+    worker imports (torch, h5py, submitit, optbench's worker and trainer); the fastest of ``repeats``."""
+    import subprocess
+    import sys
+
+    code = "import torch, numpy, h5py, submitit; import optbench.worker, optbench.trainer, optbench.problems"
+    best = math.inf
+    for _ in range(repeats):
+        t = time.perf_counter()
+        subprocess.run([sys.executable, "-c", code], check=True)
+        best = min(best, time.perf_counter() - t)
+    return best
+
+
 def environment(device: str) -> dict[str, Any]:
     import platform
 
@@ -470,7 +567,7 @@ def environment(device: str) -> dict[str, Any]:
 
 
 def write_device_profile(path: str | Path, results: Sequence[Result], device: str, command: str,
-                         name: str | None = None) -> Path:
+                         name: str | None = None, task_start_s: float | None = None) -> Path:
     """Write the speeds of loop (a) as a device profile for the cost model (:mod:`optbench.estimate`)."""
     from optbench import estimate
 
@@ -484,13 +581,22 @@ def write_device_profile(path: str | Path, results: Sequence[Result], device: st
     speeds = dict(old.get("problems", {}))
     for r in results:
         speeds[r.problem] = {"batch_size": r.batch_size, "steps_per_s": r.steps_per_s["optbench"],
-                             "eval_examples_per_s": r.eval_examples_per_s, "a_over_b": r.a_over_b,
-                             "measured": time.strftime("%Y-%m-%d")}
+                             "eval_examples_per_s": r.eval_examples_per_s, "a_over_b": r.a_over_b}
+        if math.isfinite(r.setup_s):
+            speeds[r.problem]["setup_s"] = r.setup_s
+        if r.fit is not None:
+            speeds[r.problem].update(step_s_fixed=r.fit.fixed, step_s_per_example=r.fit.per_example,
+                                     fit_batch_sizes=r.fit.batch_sizes, fit_step_s=r.fit.step_s)
+        speeds[r.problem]["measured"] = time.strftime("%Y-%m-%d")
     top = {"name": name or old.get("name", p.stem),
            "description": old.get("description", f"{env['cpu']} ({env['cpus']} CPUs), {device}, torch {env['torch']}"),
            "measured": True, "device": device, "threads_per_run": env["threads"],
            "runs_in_parallel": old.get("runs_in_parallel", 1), "parallel_speedup": old.get("parallel_speedup", 1.0),
            "command": command}
+    if task_start_s is not None:
+        top["task_start_s"] = task_start_s
+    elif "task_start_s" in old:
+        top["task_start_s"] = old["task_start_s"]
     for k in ("parallel_command",):
         if k in old:
             top[k] = old[k]

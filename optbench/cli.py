@@ -29,9 +29,13 @@ def cmd_plan(args) -> int:
     if args.estimate:
         from optbench import estimate
 
+        from optbench.profiles import load_profile
+
         device = estimate.load_device(args.device or estimate.default_device())
+        profile = load_profile(args.profile)
         print()
-        print(estimate.format_estimate(estimate.estimate(df, device), device, study.name))
+        print(estimate.format_estimate(estimate.estimate(df, device, lambda p: profile.resources(p).runs_per_task),
+                                       device, study.name))
     return 0
 
 
@@ -45,15 +49,18 @@ def cmd_bench(args) -> int:
 
         device = "cuda" if torch.cuda.is_available() else "cpu"
     results = bench.run(names, steps=args.steps, seconds=args.seconds, repeats=args.repeats, device=device,
-                        threads=args.threads, progress=_print)
+                        threads=args.threads, progress=_print, fit_batch=args.fit_batch)
     env = bench.environment(device)
     print(f"\n{env['device']}, {env['threads']} torch thread(s), torch {env['torch']}, {env['cpu']} "
           f"({env['cpus']} CPUs){', ' + env['gpu'] if 'gpu' in env else ''}; optimizer {bench.OPTIMIZER}, "
           f"{args.repeats} rounds")
     print(bench.format_table(results))
+    print(bench.format_fits(results))
     if args.write_device:
         command = "optbench bench " + " ".join(sys.argv[2:]) if sys.argv[1:2] == ["bench"] else "optbench bench"
-        path = bench.write_device_profile(args.write_device, results, device, command)
+        start = bench.measure_task_start()
+        print(f"array task start-up (interpreter + imports): {start:.2f} s")
+        path = bench.write_device_profile(args.write_device, results, device, command, task_start_s=start)
         print(f"device profile written: {path}")
     return 0
 
@@ -112,6 +119,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="also print the compute the study needs, per problem and in total, in device-hours")
     sp.add_argument("--device", default=None,
                     help="device profile for --estimate (default: slurm/devices/cpu-2core.toml)")
+    sp.add_argument("--profile", default=None,
+                    help="executor profile for --estimate: its runs_per_task sets how many array tasks pay the "
+                         "start-up (default: the built-in one, 10 runs per task)")
     sp.set_defaults(func=cmd_plan)
 
     sp = sub.add_parser("submit", help="dispatch the runs that are not done (Slurm arrays or local processes)")
@@ -145,6 +155,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--device", choices=["auto", "cpu", "cuda"], default="cpu")
     sp.add_argument("--write-device", default=None, metavar="FILE",
                     help="write (or update) a device profile for `optbench plan --estimate` from loop (a)'s speeds")
+    sp.add_argument("--fit-batch", type=float, nargs="+", default=(), metavar="FACTOR",
+                    help="also time loop (a) at these multiples of each problem's batch size (e.g. 0.125 4) and fit "
+                         "step time = fixed + per-example x B for the cost model")
     sp.set_defaults(func=cmd_bench)
 
     sp = sub.add_parser("report", help="write report.html, figures and tables")

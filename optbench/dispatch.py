@@ -306,7 +306,8 @@ def submit(study_dir: str | Path, profile: Profile, progress: Callable[[str], No
                                                 if profile.executor == "local" else arr.resources.cpus_per_task)
             options = {"threads": threads, "device": arr.resources.device,
                        "checkpoint_every_s": profile.checkpoint_every_s,
-                       "checkpoint_every_epoch": arr.resources.checkpoint_every_epoch}
+                       "checkpoint_every_epoch": arr.resources.checkpoint_every_epoch,
+                       "checkpoint_overhead": float(arr.resources.checkpoint_overhead)}
             if arr.resources.runs_in_parallel > 1:
                 options["runs_in_parallel"] = arr.resources.runs_in_parallel
             names = [f"task-{stamp}-a{ai:03d}-t{ti:04d}" for ti in range(len(arr.chunks))]

@@ -1,18 +1,26 @@
 """The cost model: the compute a study needs, per problem and in total, in device-hours.
 
-``optbench plan STUDY --estimate --device slurm/devices/X.toml`` multiplies, for every planned run,
+``optbench plan STUDY --estimate --device slurm/devices/X.toml`` adds up, for every planned run,
 
-    steps   = num_epochs × ⌊n_train / batch_size⌋         (the trainer drops the last partial batch)
-    seconds = steps / steps_per_s  +  (num_epochs + 1) × eval_examples / eval_examples_per_s
+    steps   = num_epochs × ⌊n_train / B⌋         (B the run's batch size; the last partial batch is dropped)
+    seconds = setup_s + steps × step_s(B) + (num_epochs + 1) × eval_examples / eval_examples_per_s
 
-where ``n_train`` and ``eval_examples`` (train_eval + valid + test, evaluated before training and
-after every epoch) come from the published data-set sizes below and the run's problem arguments,
-exactly as the problem builders split them, and ``steps_per_s`` / ``eval_examples_per_s`` come
-from the device profile (measured by ``optbench bench``: optbench's own loop, one run alone on the
-device). A device that trains ``runs_in_parallel`` runs at once delivers ``parallel_speedup`` times
-the throughput of one run (measured by ``benchmarks/bench_parallel.py``), so
+and, for every array task, ``task_start_s`` (interpreter and imports; a task trains ``runs_per_task``
+runs of one problem, from the executor profile). ``n_train`` and ``eval_examples`` (train_eval +
+valid + test, evaluated before training and after every epoch) come from the published data-set
+sizes below and the run's problem arguments, exactly as the problem builders split them. The
+device profile (measured by ``optbench bench``: optbench's own loop, one run alone on the device)
+gives the rest. The step time is
 
-    device-hours = Σ seconds / 3600 / parallel_speedup.
+    step_s(B) = step_s_fixed + step_s_per_example × B     where the bench fitted it over several B,
+    step_s(B) = (1 / steps_per_s) × B / batch_size          otherwise (constant examples per second),
+
+the second being optimistic for small batches (a step of 8 examples is far from 8× cheaper than one
+of 64: launches, Python and the optimizer's update cost the same). A device that trains
+``runs_in_parallel`` runs at once delivers ``parallel_speedup`` times the throughput of one run
+(``benchmarks/bench_parallel.py``), so
+
+    device-hours = (Σ seconds + tasks × task_start_s) / 3600 / parallel_speedup.
 
 Every run is assumed to train to its last epoch (a diverged run stops early: the estimate is an
 upper bound). No torch: this runs on a login node.
@@ -24,7 +32,7 @@ import json
 import math
 import tomllib
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import pandas as pd
 
@@ -133,6 +141,19 @@ class ProblemSpeed:
     batch_size: int
     steps_per_s: float
     eval_examples_per_s: float
+    setup_s: float = 0.0  # per run: building the task (data, model) and the optimizer
+    step_s_fixed: float | None = None  # step time = step_s_fixed + step_s_per_example × B (fitted over B)
+    step_s_per_example: float | None = None
+
+    @property
+    def fitted(self) -> bool:
+        return self.step_s_fixed is not None and self.step_s_per_example is not None
+
+    def step_s(self, batch_size: int) -> float:
+        """Seconds per training step at ``batch_size``."""
+        if self.fitted:
+            return self.step_s_fixed + self.step_s_per_example * batch_size  # type: ignore[operator]
+        return batch_size / (self.steps_per_s * self.batch_size)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -145,6 +166,7 @@ class Device:
     parallel_speedup: float
     problems: Mapping[str, ProblemSpeed]
     notes: str = ""
+    task_start_s: float = 0.0  # per array task: interpreter start and imports, before its first run
 
 
 def load_device(path: str | Path) -> Device:
@@ -162,17 +184,31 @@ def load_device(path: str | Path) -> Device:
             continue  # a template entry without numbers
         if not (t["steps_per_s"] > 0 and t["eval_examples_per_s"] > 0 and t["batch_size"] > 0):
             raise OptbenchError(f"{p}: problems.{name}: steps_per_s, eval_examples_per_s and batch_size must be > 0")
-        speeds[name] = ProblemSpeed(int(t["batch_size"]), float(t["steps_per_s"]), float(t["eval_examples_per_s"]))
+        fit = [t.get("step_s_fixed"), t.get("step_s_per_example")]
+        if (fit[0] is None) != (fit[1] is None):
+            raise OptbenchError(f"{p}: problems.{name}: give both step_s_fixed and step_s_per_example, or neither")
+        if any(v is not None and v < 0 for v in fit) or t.get("setup_s", 0) < 0 or (fit[0] is not None and sum(fit) <= 0):
+            raise OptbenchError(f"{p}: problems.{name}: setup_s, step_s_fixed and step_s_per_example must be >= 0")
+        speeds[name] = ProblemSpeed(int(t["batch_size"]), float(t["steps_per_s"]), float(t["eval_examples_per_s"]),
+                                    float(t.get("setup_s", 0.0)), *(None if v is None else float(v) for v in fit))
     k, s = int(raw.get("runs_in_parallel", 1)), float(raw.get("parallel_speedup", 1.0))
     if k < 1 or s <= 0:
         raise OptbenchError(f"{p}: runs_in_parallel must be >= 1 and parallel_speedup > 0")
+    start = float(raw.get("task_start_s", 0.0))
+    if start < 0:
+        raise OptbenchError(f"{p}: task_start_s must be >= 0")
     return Device(str(raw.get("name", p.stem)), str(p), str(raw.get("description", "")), bool(raw.get("measured", False)),
-                  k, s, speeds, str(raw.get("notes", "")))
+                  k, s, speeds, str(raw.get("notes", "")), start)
 
 
 # ------------------------------------------------------------------ the estimate
-def estimate(plan: pd.DataFrame, device: Device) -> pd.DataFrame:
-    """One row per problem: runs, steps, train/eval seconds per run and device-hours; plus a total row."""
+def estimate(plan: pd.DataFrame, device: Device, runs_per_task: Callable[[str], int] | int = 10) -> pd.DataFrame:
+    """One row per problem: runs, steps, train/eval seconds per run and device-hours.
+
+    ``runs_per_task`` (a number, or problem -> number: the executor profile's) sets how many array
+    tasks pay ``device.task_start_s``.
+    """
+    per_task = runs_per_task if callable(runs_per_task) else (lambda problem: int(runs_per_task))
     missing = sorted(set(plan["problem"]) - set(device.problems))
     if missing:
         what = "a template with no measured numbers" if not device.problems else "no measured speed for them"
@@ -184,20 +220,22 @@ def estimate(plan: pd.DataFrame, device: Device) -> pd.DataFrame:
         speed = device.problems[problem]
         sizes = problem_sizes(problem, json.loads(pargs))
         steps_per_epoch = sizes.n_train // int(bs)
-        # another batch size than measured: assume the same examples per second
-        steps_per_s = speed.steps_per_s * speed.batch_size / int(bs)
-        train_s = int(epochs) * steps_per_epoch / steps_per_s
+        train_s = int(epochs) * steps_per_epoch * speed.step_s(int(bs))
         eval_s = (int(epochs) + 1) * sizes.eval_examples / speed.eval_examples_per_s
         rows.append({"problem": problem, "batch_size": int(bs), "runs": int(n_runs), "epochs": int(epochs),
                      "steps_per_run": int(epochs) * steps_per_epoch, "train_h_per_run": train_s / 3600,
-                     "eval_h_per_run": eval_s / 3600, "measured_bs": speed.batch_size,
-                     "device_hours": n_runs * (train_s + eval_s) / 3600 / device.parallel_speedup})
+                     "eval_h_per_run": eval_s / 3600, "setup_h_per_run": speed.setup_s / 3600,
+                     "measured_bs": speed.batch_size, "fitted": speed.fitted,
+                     "run_hours": n_runs * (speed.setup_s + train_s + eval_s) / 3600})
     df = pd.DataFrame(rows)
     df = df.groupby("problem", sort=False).agg(
         runs=("runs", "sum"), epochs=("epochs", "max"), batch_size=("batch_size", "max"),
-        steps_per_run=("steps_per_run", "max"), train_h_per_run=("train_h_per_run", "max"),
-        eval_h_per_run=("eval_h_per_run", "max"), device_hours=("device_hours", "sum"),
-        measured_bs=("measured_bs", "max")).reset_index()
+        min_batch_size=("batch_size", "min"), steps_per_run=("steps_per_run", "max"),
+        train_h_per_run=("train_h_per_run", "max"), eval_h_per_run=("eval_h_per_run", "max"),
+        setup_h_per_run=("setup_h_per_run", "max"), run_hours=("run_hours", "sum"),
+        measured_bs=("measured_bs", "max"), fitted=("fitted", "max")).reset_index()
+    df["tasks"] = [math.ceil(r.runs / max(1, per_task(r.problem))) for r in df.itertuples()]
+    df["device_hours"] = (df["run_hours"] + df["tasks"] * device.task_start_s / 3600) / device.parallel_speedup
     return df
 
 
@@ -220,17 +258,22 @@ def format_estimate(df: pd.DataFrame, device: Device, study: str = "") -> str:
     total = float(df["device_hours"].sum())
     lines = [f"compute estimate{' for ' + study if study else ''} on {device.name} ({device.path}"
              f"{'' if device.measured else ', NOT MEASURED: template values'})",
-             f"  per run: training steps at the measured steps/s + evaluations at the measured examples/s (one run "
-             f"alone on the device); {device.runs_in_parallel} run(s) at once per device = "
-             f"{device.parallel_speedup:.2f}x the throughput of one",
-             f"  {'problem':<22} {'runs':>7} {'epochs':>6} {'bs':>4} {'steps/run':>10} {'time/run':>10} "
+             f"  per run: set-up + training steps at the measured step time + evaluations at the measured "
+             f"examples/s (one run alone on the device); per array task: {device.task_start_s:.1f} s start-up; "
+             f"{device.runs_in_parallel} run(s) at once per device = {device.parallel_speedup:.2f}x the throughput of one",
+             f"  {'problem':<22} {'runs':>7} {'tasks':>6} {'epochs':>6} {'bs':>9} {'steps/run':>10} {'time/run':>10} "
              f"{'(of it eval)':>12} {'device-hours':>13}"]
     for r in df.itertuples():
-        note = "" if r.batch_size == r.measured_bs else f"  (measured at bs {r.measured_bs}, scaled)"
-        lines.append(f"  {r.problem:<22} {r.runs:>7,} {r.epochs:>6} {r.batch_size:>4} {r.steps_per_run:>10,} "
-                     f"{_duration(r.train_h_per_run + r.eval_h_per_run):>10} {_duration(r.eval_h_per_run):>12} "
+        bs = f"{r.batch_size}" if r.min_batch_size == r.batch_size else f"{r.min_batch_size}-{r.batch_size}"
+        note = ""
+        if not r.fitted and (r.batch_size != r.measured_bs or r.min_batch_size != r.measured_bs):
+            note = f"  (measured at bs {r.measured_bs}, scaled at constant examples/s: optimistic for smaller batches)"
+        per_run = r.setup_h_per_run + r.train_h_per_run + r.eval_h_per_run
+        lines.append(f"  {r.problem:<22} {r.runs:>7,} {r.tasks:>6,} {r.epochs:>6} {bs:>9} {r.steps_per_run:>10,} "
+                     f"{_duration(per_run):>10} {_duration(r.eval_h_per_run):>12} "
                      f"{_hours(r.device_hours):>13}{note}")
-    lines.append(f"  {'total':<22} {int(df['runs'].sum()):>7,} {'':>6} {'':>4} {'':>10} {'':>10} {'':>12} "
+    lines.append(f"  {'total':<22} {int(df['runs'].sum()):>7,} {int(df['tasks'].sum()):>6,} {'':>6} {'':>9} {'':>10} "
+                 f"{'':>10} {'':>12} "
                  f"{_hours(total):>13}")
     days = total / 24
     lines.append(f"  = {_hours(total)} device-hours = {days:,.0f} device-days = {days / 365.25:,.1f} device-years "
@@ -246,6 +289,8 @@ def _toml_value(v: Any) -> str:
         return str(v)
     if isinstance(v, float):
         return repr(float(f"{v:.4g}")) if math.isfinite(v) else "nan"
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
     return json.dumps(str(v))
 
 

@@ -263,4 +263,5 @@ def train_one(rec, tf: TaskFile, ckpts: CheckpointStore, interrupt: Interrupt, d
 
     return train_run(rec, sink=_FileSink(tf, rid), checkpoint=checkpoint, interrupt=interrupt, device=device,
                      checkpoint_every_s=float(opts.get("checkpoint_every_s", 300.0)),
-                     checkpoint_every_epoch=bool(opts.get("checkpoint_every_epoch", True)))
+                     checkpoint_every_epoch=bool(opts.get("checkpoint_every_epoch", True)),
+                     checkpoint_overhead=float(opts.get("checkpoint_overhead", 0.005)))

@@ -145,27 +145,41 @@ def test_checkpoint_every_epoch_profile_key_reaches_the_training_loop(tiny_study
     p.write_text("checkpoint_every_epoch = 1\n")
     with pytest.raises(ProfileError, match="checkpoint_every_epoch"):
         load_profile(p)
+    for bad in ("0", "1.5", "true", '"2%"'):
+        p.write_text(f"checkpoint_overhead = {bad}\n")
+        with pytest.raises(ProfileError, match="checkpoint_overhead"):
+            load_profile(p)
+    p.write_text("checkpoint_overhead = 0.05\n[problems.digits_mlp]\ncheckpoint_overhead = 1\n")
+    prof = load_profile(p)
+    assert prof.defaults.checkpoint_overhead == 0.05 and prof.resources("digits_mlp").checkpoint_overhead == 1
 
     saves = []
     real_save = checkpoint.CheckpointStore.save
     monkeypatch.setattr(checkpoint.CheckpointStore, "save", lambda self, rid, state: (saves.append(rid), real_save(self, rid, state)))
     study_dir = tmp_path / "s"
     df = planner.write_plan(load_study(tiny_study), study_dir, progress=lambda m: None)
-    ids = list(df[df.kind != "rerun"].run_id)[:2]
+    ids = list(df[df.kind != "rerun"].run_id)[:3]
+    assert len(ids) == 3
     epochs = int(df.set_index("run_id").loc[ids[0], "num_epochs"])
     assert epochs >= 2
-    ChunkRunner()(str(study_dir), "task-on", ids[:1], {"threads": 1, "device": "cpu", "checkpoint_every_epoch": True})
+    ChunkRunner()(str(study_dir), "task-on", ids[:1], {"threads": 1, "device": "cpu", "checkpoint_every_epoch": True,
+                                                        "checkpoint_overhead": 1.0})
     assert len(saves) == epochs - 1  # after every epoch but the last
     saves.clear()
-    out = ChunkRunner()(str(study_dir), "task-off", ids[1:], {"threads": 1, "device": "cpu", "checkpoint_every_epoch": False})
-    assert out["trained"] == ids[1:] and saves == []
+    out = ChunkRunner()(str(study_dir), "task-off", ids[1:2], {"threads": 1, "device": "cpu", "checkpoint_every_epoch": False})
+    assert out["trained"] == ids[1:2] and saves == []
+    # a checkpoint budget no write fits in: only the first epoch end (it measures the cost) is written
+    ChunkRunner()(str(study_dir), "task-dear", ids[2:], {"threads": 1, "device": "cpu", "checkpoint_every_epoch": True,
+                                                         "checkpoint_overhead": 1e-9})
+    assert saves == ids[2:]
 
     # and dispatch builds each problem's arrays with its own value (passed to the task as an option)
     todo = pd.DataFrame({"run_id": ["a", "b"], "problem": ["digits_mlp", "other"]})
     prof = Profile(name="x", executor="slurm", defaults=Resources(),
-                   problems={"digits_mlp": Resources(checkpoint_every_epoch=False)})
+                   problems={"digits_mlp": Resources(checkpoint_every_epoch=False, checkpoint_overhead=0.5)})
     arrays = dispatch.build_arrays(todo, prof, 1001)
     assert {a.problem: a.resources.checkpoint_every_epoch for a in arrays} == {"digits_mlp": False, "other": True}
+    assert {a.problem: a.resources.checkpoint_overhead for a in arrays} == {"digits_mlp": 0.5, "other": 0.005}
 
 
 def test_dispatch_passes_runs_in_parallel(tmp_path):
@@ -188,7 +202,7 @@ def test_bench_measures_three_loops_on_a_small_problem(tmp_path):
 
     threads = torch.get_num_threads()
     try:
-        res = bench.run(["quadratic_deep"], steps=14, repeats=2, threads=1, progress=lambda m: None)
+        res = bench.run(["quadratic_deep"], steps=14, repeats=2, threads=1, progress=lambda m: None, fit_batch=(0.5,))
     finally:
         torch.set_num_threads(threads)
     r = res[0]
@@ -200,6 +214,12 @@ def test_bench_measures_three_loops_on_a_small_problem(tmp_path):
 
     dev = estimate.load_device(path)
     assert dev.measured and dev.problems["quadratic_deep"].batch_size == 128
+    # --fit-batch 0.5: loop (a) also at B = 64; two points, so the line goes through both
+    fit, speed = r.fit, dev.problems["quadratic_deep"]
+    assert fit.batch_sizes == [128, 64] and fit.step_s[0] == pytest.approx(1 / r.steps_per_s["optbench"])
+    assert speed.fitted and 0 < r.setup_s == pytest.approx(speed.setup_s, rel=1e-3)
+    for b, t in zip(fit.batch_sizes, fit.step_s):
+        assert speed.step_s(b) == pytest.approx(t, rel=1e-3) or fit.per_example == 0 or fit.fixed == 0
     estimate.update_device(path, runs_in_parallel=2, parallel_speedup=1.8)
     dev = estimate.load_device(path)
     assert dev.runs_in_parallel == 2 and dev.parallel_speedup == 1.8 and "quadratic_deep" in dev.problems

@@ -39,7 +39,12 @@ def test_per_problem_resources_make_separate_arrays():
     assert [len(c) for c in by_problem["cifar100_allcnnc"].chunks] == [2, 2, 1]
 
 
-def test_slurm_executor_gets_profile_parameters(tmp_path):
+def test_slurm_executor_gets_profile_parameters(tmp_path, monkeypatch):
+    from submitit.slurm.slurm import SlurmExecutor
+
+    # submitit refuses to build a Slurm executor where `srun` is not installed; the parameters
+    # checked here need no cluster (make test-unit runs on machines without Slurm)
+    monkeypatch.setattr(SlurmExecutor, "affinity", classmethod(lambda cls: 1))
     prof = load_profile(ROOT / "slurm" / "profiles" / "gpu-cluster.toml")
     ex = dispatch.make_executor(prof, prof.resources("svhn_wrn164"), tmp_path / "%j", "optbench-x")
     # submitit gives up on a job after max_num_timeout time limits: ours is high on purpose, a long

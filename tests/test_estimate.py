@@ -111,3 +111,49 @@ def test_cli_plan_estimate(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "device-hours" in out and "quadratic_deep" in out
     assert json.loads(json.dumps(out))  # printable
+
+
+def test_fitted_step_time_setup_and_task_start_enter_the_estimate(tmp_path):
+    """Batch sizes other than the measured one use the fitted line, not constant examples/s; every run
+    pays its set-up and every array task its start-up. Expected values computed by hand here."""
+    import pandas as pd
+
+    speeds = {"digits_mlp": {"batch_size": 64, "steps_per_s": 2000.0, "eval_examples_per_s": 1e6, "setup_s": 0.02,
+                             "step_s_fixed": 3e-4, "step_s_per_example": 1e-6}}
+    dev = estimate.load_device(device_file(tmp_path, speeds, task_start_s=1.5, parallel_speedup=1.25))
+    plan = pd.DataFrame({"problem": ["digits_mlp"] * 5, "batch_size": [8, 8, 8, 64, 64], "num_epochs": [3] * 5,
+                         "problem_args": ["{}"] * 5})
+    est = estimate.estimate(plan, dev, runs_per_task=2).set_index("problem").loc["digits_mlp"]
+    n_train = 1797 - 2 * round(0.15 * 1797)  # 1257 training digits
+    run_s = {b: 0.02 + 3 * (n_train // b) * (3e-4 + 1e-6 * b) + 4 * 1797 / 1e6 for b in (8, 64)}
+    tasks = 3  # ceil(5 / 2)
+    assert est["tasks"] == tasks and est["runs"] == 5
+    assert est["device_hours"] == pytest.approx((3 * run_s[8] + 2 * run_s[64] + tasks * 1.5) / 3600 / 1.25)
+    # without the fit: constant examples per second from the measured batch size (8 examples = 1/8 step)
+    del speeds["digits_mlp"]["step_s_fixed"], speeds["digits_mlp"]["step_s_per_example"]
+    dev = estimate.load_device(device_file(tmp_path, speeds))
+    est = estimate.estimate(plan, dev, runs_per_task=10).set_index("problem").loc["digits_mlp"]
+    run_s = {b: 0.02 + 3 * (n_train // b) * (b / 64) / 2000.0 + 4 * 1797 / 1e6 for b in (8, 64)}
+    assert est["device_hours"] == pytest.approx((3 * run_s[8] + 2 * run_s[64]) / 3600)
+    assert "optimistic for smaller batches" in estimate.format_estimate(estimate.estimate(plan, dev), dev)
+
+
+@pytest.mark.parametrize("bad", [{"step_s_fixed": 1e-3}, {"step_s_fixed": -1e-3, "step_s_per_example": 1e-6},
+                                 {"setup_s": -1.0}, {"step_s_fixed": 0.0, "step_s_per_example": 0.0}])
+def test_device_profile_step_fit_is_validated(tmp_path, bad):
+    speeds = {"digits_mlp": {"batch_size": 64, "steps_per_s": 2000.0, "eval_examples_per_s": 1e6, **bad}}
+    with pytest.raises(OptbenchError, match="digits_mlp"):
+        estimate.load_device(device_file(tmp_path, speeds))
+
+
+def test_step_time_fit():
+    from optbench.bench import fit_step_time
+
+    f = fit_step_time([8, 64, 256], [2e-4 + 3e-6 * b for b in (8, 64, 256)])
+    assert f.fixed == pytest.approx(2e-4) and f.per_example == pytest.approx(3e-6)
+    f = fit_step_time([10, 20], [0.5e-3, 1.5e-3])  # the line would cross zero below B = 5: proportional instead
+    assert f.fixed == 0 and f.per_example == pytest.approx((10 * 0.5e-3 + 20 * 1.5e-3) / (10**2 + 20**2))
+    f = fit_step_time([10, 20], [2e-3, 1e-3])  # slower at the smaller batch (noise): constant
+    assert f.per_example == 0 and f.fixed == pytest.approx(1.5e-3)
+    with pytest.raises(ValueError):
+        fit_step_time([8, 8], [1e-3, 2e-3])

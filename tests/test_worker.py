@@ -95,8 +95,8 @@ def test_resume_from_checkpoint_equals_uninterrupted(stop_at):
         return None
 
     sink = MemorySink()
-    with pytest.raises(Stop):
-        train_run(rec, sink=sink, checkpoint=checkpoint, interrupt=FakeInterrupt())
+    with pytest.raises(Stop):  # checkpoint_overhead=1: a checkpoint at every epoch end, however short
+        train_run(rec, sink=sink, checkpoint=checkpoint, interrupt=FakeInterrupt(), checkpoint_overhead=1.0)
     sink.rows.append(sink.rows[-1])  # a row written after the checkpoint must be dropped on resume
     state = saved["s"]
     assert (state["epoch"], state["pos"]) == ((at, 0) if kind == "epoch" else (0, at))
@@ -146,3 +146,183 @@ def test_run_attributes_hold_record_and_provenance(tiny_study, tmp_path):
         assert RunRecord.from_json(a["record"]).run_id == rid
         assert a["status"] == "finished" and a["host"] and "torch" in json.loads(a["versions"])
         assert a["wall_time"] > 0 and a["finished"] >= a["started"]
+
+
+@pytest.mark.parametrize("flush", [0, 1, 4])  # the CPU's one-by-one sum, the GPU's grouped one
+def test_minibatch_loss_is_the_mean_of_the_epochs_step_losses(monkeypatch, flush):
+    """On a GPU the step losses are folded into the sum in groups; the recorded value must still be
+    the plain mean of that epoch's step losses, read here one by one from the loss function."""
+    from optbench import problems, trainer
+
+    monkeypatch.setattr(trainer, "MB_FLUSH_STEPS_CPU", flush)  # 19 steps an epoch: 4 folds mid-epoch
+    seen: list[tuple[bool, float]] = []
+    real_build = problems.build
+
+    def build(*a, **k):
+        task = real_build(*a, **k)
+        real_loss = task.loss
+
+        def loss(model, batch):
+            out = real_loss(model, batch)
+            seen.append((torch.is_grad_enabled() and not torch.is_inference_mode_enabled(), float(out[0].detach())))
+            return out
+        task.loss = loss
+        return task
+
+    monkeypatch.setattr(problems, "build", build)
+    rows = run_uninterrupted(record(epochs=2))
+    train_losses = [v for training, v in seen if training]
+    per_epoch = len(train_losses) // 2
+    assert per_epoch == 19 and len(train_losses) == 38
+    for e in (1, 2):
+        expected = sum(train_losses[(e - 1) * per_epoch:e * per_epoch]) / per_epoch
+        assert rows["minibatch_loss"][e] == pytest.approx(expected, rel=1e-6)
+
+
+def test_resume_with_losses_pending_is_bit_identical(monkeypatch):
+    """A checkpoint taken between two folds of the step losses carries the pending ones: the resumed
+    run folds them in the same groups, so even minibatch_loss matches bit for bit."""
+    from optbench import trainer
+
+    monkeypatch.setattr(trainer, "MB_FLUSH_STEPS_CPU", 3)  # the GPU's grouped sums, on the CPU
+    rec = record(epochs=2)
+    reference = run_uninterrupted(rec)
+    saved = {}
+
+    class StopAtStep:
+        steps = 0
+
+        @property
+        def requested(self):
+            self.steps += 1
+            return self.steps == 5  # 5 = one fold of 3 + 2 pending
+
+        def act(self, save):
+            save()
+            raise Stop
+
+    def checkpoint(state):
+        if state is None:
+            return saved.get("s")
+        saved["s"] = state
+        return None
+
+    sink = MemorySink()
+    with pytest.raises(Stop):
+        train_run(rec, sink=sink, checkpoint=checkpoint, interrupt=StopAtStep())
+    assert len(saved["s"]["mb_pending"]) == 2 and saved["s"]["mb_count"] == 5
+    assert train_run(rec, sink=sink, checkpoint=checkpoint) == "finished"
+    np.testing.assert_array_equal(sink.array()["minibatch_loss"], reference["minibatch_loss"])
+    for f in METRICS:
+        np.testing.assert_array_equal(sink.array()[f], reference[f], err_msg=f)
+
+
+class FakeClock:
+    """trainer.time stand-in: time passes only where the test says (a step, a checkpoint write)."""
+
+    def __init__(self):
+        self.now = 1000.0
+
+    def time(self) -> float:
+        return self.now
+
+
+@pytest.mark.parametrize("cost_steps", [0, 2, 5, 10**9])
+def test_epoch_end_checkpoints_are_grouped_to_bound_their_cost(monkeypatch, cost_steps):
+    """checkpoint_overhead: epoch-end checkpoints take at most that fraction of the time since the
+    previous one — all of them when they are free, only the first when they are dear."""
+    from optbench import problems, trainer
+
+    clock, step_s = FakeClock(), 1e-3
+    monkeypatch.setattr(trainer, "time", clock)
+    real_build = problems.build
+
+    def build(*a, **k):  # every training step takes step_s
+        task = real_build(*a, **k)
+        real_loss = task.loss
+
+        def loss(model, batch):
+            if torch.is_grad_enabled():
+                clock.now += step_s
+            return real_loss(model, batch)
+        task.loss = loss
+        return task
+
+    monkeypatch.setattr(problems, "build", build)
+    cost = cost_steps * step_s
+    saves: list[tuple[int, float, float]] = []  # (epoch, clock before, clock after)
+
+    def checkpoint(state):
+        if state is None:
+            return None
+        before = clock.now
+        clock.now += cost
+        saves.append((state["epoch"], before, clock.now))
+        return None
+
+    epochs, overhead = 30, 0.02
+    assert train_run(record(epochs=epochs), sink=MemorySink(), checkpoint=checkpoint, checkpoint_every_s=1e12,
+                     checkpoint_overhead=overhead) == "finished"
+    saved_epochs = [e for e, _, _ in saves]
+    assert saved_epochs[0] == 1 and saved_epochs == sorted(set(saved_epochs))
+    if cost_steps == 0:
+        assert saved_epochs == list(range(1, epochs))
+    elif cost_steps == 10**9:
+        assert saved_epochs == [1]
+    else:
+        assert 1 < len(saves) < epochs - 1, saved_epochs  # grouped, not switched off
+        for (_, _, end_prev), (_, start, _) in zip(saves, saves[1:]):
+            assert cost <= overhead * (start - end_prev) + 1e-9  # each write paid for by the time before it
+    # checkpoint_overhead = 1 (or more): every epoch, whatever it costs
+    saves.clear()
+    train_run(record(epochs=5), sink=MemorySink(), checkpoint=checkpoint, checkpoint_every_s=1e12,
+              checkpoint_overhead=1.0)
+    assert [e for e, _, _ in saves] == [1, 2, 3, 4]
+
+
+def test_checkpoint_rows_are_packed_and_old_row_lists_still_resume():
+    """Checkpoints hold the evaluation rows as one byte tensor (pickling a list of rows was most of a
+    small run's checkpoint time); a checkpoint from before, with a list of rows, still resumes."""
+    rec = record(epochs=3)
+    reference = run_uninterrupted(rec)
+    saved = {}
+
+    def checkpoint(state):
+        if state is None:
+            return saved.get("s")
+        saved["s"] = state
+        if state["epoch"] == 2:
+            raise Stop
+        return None
+
+    with pytest.raises(Stop):
+        train_run(rec, sink=MemorySink(), checkpoint=checkpoint, checkpoint_overhead=1.0)
+    packed = saved["s"]["rows"]
+    assert isinstance(packed, torch.Tensor) and packed.dtype == torch.uint8
+    table = packed.numpy().view(reference.dtype)
+    np.testing.assert_array_equal(table["epoch"], [0, 1, 2])
+    np.testing.assert_array_equal(table["valid_loss"], reference["valid_loss"][:3])
+    saved["s"]["rows"] = [table[i:i + 1].copy() for i in range(3)]  # the old format
+    sink = MemorySink()
+    assert train_run(rec, sink=sink, checkpoint=checkpoint) == "finished"
+    for f in METRICS:
+        np.testing.assert_array_equal(sink.array()[f], reference[f], err_msg=f)
+
+
+def test_evaluation_does_not_depend_on_the_evaluation_batch_size():
+    """The sequence problems evaluate in smaller batches on a CPU (large ones were slower): the
+    split's mean loss and accuracy must not change with it (checked against one whole-split batch)."""
+    from optbench import problems
+    from optbench.problems.base import sequence_eval_batch
+    from optbench.trainer import evaluate
+
+    args = {**problems.get("uniform_tokens_lm").args, "n_train_tokens": 20_000, "n_eval_tokens": 9_000}
+    task = problems.build("uniform_tokens_lm", args, seed=0)
+    assert task.eval_batch_size == sequence_eval_batch("cpu", cpu=128) == 128 < task.splits["valid"][0].shape[0]
+    assert sequence_eval_batch("cuda", cpu=128) == 1024
+    x, y = task.splits["valid"]
+    with torch.no_grad():
+        logits = task.model(x)
+        whole = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1)).item()
+    loss, _ = evaluate(task, task.splits["valid"])
+    assert loss == pytest.approx(whole, rel=1e-5)

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from optbench.problems.base import Task
+from optbench.problems.base import Task, sequence_eval_batch
 
 _CACHE: dict[int, np.ndarray] = {}
 
@@ -90,7 +90,7 @@ def build_char_rnn(ids: np.ndarray, vocab: int, args, seed, device) -> Task:
     n_eval = len(valid[0])  # DeepOBS evaluates train loss on a train subset as large as the test set
     train_eval = (train[0][:n_eval], train[1][:n_eval])
     return Task(model=model, train=train, splits={"train_eval": train_eval, "valid": valid, "test": test},
-                loss=sequence_loss, eval_batch_size=1024)
+                loss=sequence_loss, eval_batch_size=sequence_eval_batch(device, cpu=256))
 
 
 def build_shakespeare_char_rnn(spec, args, seed, device="cpu") -> Task:

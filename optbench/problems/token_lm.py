@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from optbench.errors import OptbenchError
-from optbench.problems.base import Task
+from optbench.problems.base import Task, sequence_eval_batch
 from optbench.problems.char_rnn import sequence_loss, windows
 from optbench.problems.synthetic_tokens import synthetic_tokens
 
@@ -57,4 +57,4 @@ def build_token_lm(spec, args, seed, device="cpu") -> Task:
     torch.manual_seed(seed)
     model = TokenMLP(int(args["vocab"]), int(args["width"]), str(args["activation"])).to(device)
     return Task(model=model, train=train, splits=splits, loss=sequence_loss, l2=spec.l2 or 0.0,
-                eval_batch_size=1024)
+                eval_batch_size=sequence_eval_batch(device, cpu=128))

@@ -27,7 +27,7 @@ from torch import nn
 
 from optbench.errors import OptbenchError
 from optbench.problems import datasets
-from optbench.problems.base import Task
+from optbench.problems.base import Task, sequence_eval_batch
 from optbench.problems.char_rnn import sequence_loss, windows
 
 
@@ -91,4 +91,4 @@ def build_tolstoi_char_rnn(spec, args, seed, device="cpu") -> Task:
     torch.manual_seed(seed)
     model = TolstoiCharRNN(vocab, int(args["hidden"]), int(args["layers"]), float(args["keep_prob"])).to(device)
     return Task(model=model, train=train, splits=splits, loss=sequence_loss, l2=spec.l2 or 0.0,
-                eval_batch_size=int(args.get("eval_batch_size", 1000)))
+                eval_batch_size=int(args.get("eval_batch_size", 0)) or sequence_eval_batch(device, cpu=256, gpu=1000))

@@ -29,7 +29,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from optbench.errors import OptbenchError
-from optbench.problems.base import Task
+from optbench.problems.base import Task, sequence_eval_batch
 from optbench.problems.char_rnn import sequence_loss, windows
 from optbench.problems.token_lm import token_splits
 
@@ -131,4 +131,4 @@ def build_transformer_lm(spec, args, seed, device="cpu") -> Task:
     model = TransformerLM(int(args["vocab"]), seq, int(args["width"]), int(args["layers"]), int(args["heads"]),
                           str(args["attention"]), str(args["activation"])).to(device)
     return Task(model=model, train=train, splits=splits, loss=sequence_loss, l2=spec.l2 or 0.0,
-                eval_batch_size=1024)
+                eval_batch_size=sequence_eval_batch(device, cpu=128))
