@@ -37,7 +37,7 @@ import os
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 LOOPS = ("optbench", "bare", "naive")
 OPTIMIZER = "adam"
@@ -87,7 +87,8 @@ class Setup:
         return self.steps_per_epoch
 
 
-def sized_args(problem: str, steps_per_epoch: int, data_dir: Path, batch_size: int | None = None) -> dict[str, Any]:
+def sized_args(problem: str, steps_per_epoch: int, data_dir: Path, batch_size: int | None = None,
+               overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Problem arguments giving about ``steps_per_epoch`` training steps per epoch (real model sizes).
 
     Problems whose data set size is part of the problem and small (P1's 1,000 draws, the digits,
@@ -97,7 +98,7 @@ def sized_args(problem: str, steps_per_epoch: int, data_dir: Path, batch_size: i
     from optbench.problems import fake_data
 
     spec = problems.get(problem)
-    args = dict(spec.args)
+    args = {**spec.args, **dict(overrides or {})}  # a study's settings (model sizes); the data sizes are set below
     bs = batch_size or spec.batch_size
     n = bs * steps_per_epoch
     if spec.dataset == "tolstoi":
@@ -123,13 +124,14 @@ def sized_args(problem: str, steps_per_epoch: int, data_dir: Path, batch_size: i
     return args
 
 
-def make_setup(problem: str, steps: int, data_dir: Path, device: str, batch_size: int | None = None) -> Setup:
+def make_setup(problem: str, steps: int, data_dir: Path, device: str, batch_size: int | None = None,
+               overrides: Mapping[str, Any] | None = None) -> Setup:
     from optbench import problems
 
     spec = problems.get(problem)
     bs = batch_size or spec.batch_size
     target = max(1, math.ceil(steps / 2))
-    args = sized_args(problem, target, data_dir, bs)
+    args = sized_args(problem, target, data_dir, bs, overrides)
     task = problems.build(problem, args, seed=0, device=device)
     spe = task.n_train // bs
     if spe < 1:
@@ -138,9 +140,10 @@ def make_setup(problem: str, steps: int, data_dir: Path, device: str, batch_size
     return Setup(problem, args, bs, spe, timed_epochs)
 
 
-def probe_step_seconds(problem: str, data_dir: Path, device: str) -> float:
+def probe_step_seconds(problem: str, data_dir: Path, device: str, batch_size: int | None = None,
+                       overrides: Mapping[str, Any] | None = None) -> float:
     """Seconds per step of the bare loop, roughly (1 warm-up step, then 2 timed): to size the benchmark."""
-    setup = make_setup(problem, 4, data_dir, device)
+    setup = make_setup(problem, 4, data_dir, device, batch_size, overrides)
     bare = BareLoop(setup, device)
     bare.run(1)
     return bare.run(2) / 2
@@ -386,6 +389,8 @@ class Result:
     rounds: int
     setup_s: float = math.nan  # per run: building the task and the optimizer (fastest round of (a))
     fit: StepFit | None = None  # loop (a)'s step time over batch sizes (``--fit-batch``)
+    key: str = ""  # the device profile's name for it (estimate.speed_key): the problem, or problem@digest
+    overrides: dict[str, Any] = dataclasses.field(default_factory=dict)  # a study's problem settings
 
     @property
     def a_over_b(self) -> float:
@@ -402,7 +407,8 @@ class Result:
 
 def bench_problem(problem: str, *, steps: int | None, seconds: float, repeats: int, device: str,
                   data_dir: Path, progress: Callable[[str], None] = print,
-                  fit_batch: Sequence[float] = ()) -> Result:
+                  fit_batch: Sequence[float] = (), batch_size: int | None = None,
+                  fit_sizes: Sequence[int] = (), overrides: Mapping[str, Any] | None = None) -> Result:
     """Measure the three loops on one problem in ``repeats`` interleaved rounds.
 
     A loop's time is split into epoch-sized chunks (``steps_per_epoch`` steps: one epoch of (a));
@@ -410,17 +416,19 @@ def bench_problem(problem: str, *, steps: int | None, seconds: float, repeats: i
     the loops' speeds *in the same round* (the loops of one round run back to back and see the same
     load on a shared machine). Absolute speeds (for the cost model): the best round.
 
-    ``fit_batch``: factors of the problem's batch size at which loop (a) is also measured (alone, in
-    up to three rounds, the best kept), for the cost model's step time over batch sizes.
+    ``fit_batch``: factors of the batch size (``fit_sizes``: batch sizes) at which loop (a) is also
+    measured (alone, in up to three rounds, the best kept), for the cost model's step time over batch
+    sizes. ``batch_size`` and ``overrides`` (a study's problem settings) replace the registry's.
     """
+    from optbench import estimate
     import statistics
 
     from optbench import problems
 
     if steps is None:
-        step_s = probe_step_seconds(problem, data_dir, device)
+        step_s = probe_step_seconds(problem, data_dir, device, batch_size, overrides)
         steps = int(min(1000, max(3, round(seconds / max(step_s, 1e-6)))))
-    setup = make_setup(problem, steps, data_dir, device)
+    setup = make_setup(problem, steps, data_dir, device, batch_size, overrides)
     task = problems.build(problem, setup.args, seed=0, device=device)
     n_params = sum(p.numel() for p in task.model.parameters())
     n_eval = n_eval_examples(task)
@@ -444,16 +452,16 @@ def bench_problem(problem: str, *, steps: int | None, seconds: float, repeats: i
         ratios[name] = statistics.median(per_round)
         ratios[name + " q1"], ratios[name + " q3"] = _quartiles(per_round)
     fit = None
-    if fit_batch:
+    if fit_batch or fit_sizes:
         sizes, times = [setup.batch_size], [1 / max(speed["optbench"])]
-        for f in fit_batch:
-            bs = max(1, round(setup.batch_size * f))
+        for bs in [max(1, round(setup.batch_size * f)) for f in fit_batch] + list(fit_sizes):
             if bs in sizes:
                 continue
             sub = data_dir / f"bs{bs}"
             sub.mkdir(exist_ok=True)
             try:
-                other = make_setup(problem, min(1000, max(3, round(steps * setup.batch_size / bs))), sub, device, bs)
+                other = make_setup(problem, min(1000, max(3, round(steps * setup.batch_size / bs))), sub, device, bs,
+                                   overrides)
             except ValueError as e:  # a batch larger than the problem's fixed data set
                 progress(f"  {problem}: batch size {bs} skipped: {e}")
                 continue
@@ -465,7 +473,7 @@ def bench_problem(problem: str, *, steps: int | None, seconds: float, repeats: i
         fit = fit_step_time(sizes, times) if len(sizes) > 1 else None
     return Result(problem, setup.batch_size, n_params, spe, setup.timed_steps, n_eval,
                   {k: max(v) for k, v in speed.items()}, {k: min(v) for k, v in evals.items() if v}, ratios, repeats,
-                  min(setups), fit)
+                  min(setups), fit, estimate.speed_key(problem, overrides), dict(overrides or {}))
 
 
 def _quartiles(values: Sequence[float]) -> tuple[float, float]:
@@ -479,7 +487,11 @@ def _quartiles(values: Sequence[float]) -> tuple[float, float]:
 
 def run(problem_names: Iterable[str], *, steps: int | None = None, seconds: float = 0.5, repeats: int = 7,
         device: str = "cpu", threads: int | None = None, clock: str | None = None,
-        progress: Callable[[str], None] = print, fit_batch: Sequence[float] = ()) -> list[Result]:
+        progress: Callable[[str], None] = print, fit_batch: Sequence[float] = (),
+        study: Any = None) -> list[Result]:
+    """Bench each problem; with ``study`` (a loaded study file), each of its problems as the study sets
+    it up — its argument overrides, its largest batch size for the three loops and its smallest for the
+    step-time fit — under the profile key the estimate of that study looks up."""
     global _clock
     import torch
 
@@ -492,8 +504,13 @@ def run(problem_names: Iterable[str], *, steps: int | None = None, seconds: floa
             progress(f"{name} …")
             data_dir = Path(tmp) / name
             data_dir.mkdir()
+            kw: dict[str, Any] = {}
+            if study is not None:
+                setting = study.settings[name]
+                sizes = sorted(set(setting.batch_sizes))
+                kw = {"batch_size": sizes[-1], "fit_sizes": sizes[:1], "overrides": dict(setting.args)}
             results.append(bench_problem(name, steps=steps, seconds=seconds, repeats=repeats, device=device,
-                                         data_dir=data_dir, progress=progress, fit_batch=fit_batch))
+                                         data_dir=data_dir, progress=progress, fit_batch=fit_batch, **kw))
     return results
 
 
@@ -580,14 +597,17 @@ def write_device_profile(path: str | Path, results: Sequence[Result], device: st
         old = tomllib.loads(p.read_text())
     speeds = dict(old.get("problems", {}))
     for r in results:
-        speeds[r.problem] = {"batch_size": r.batch_size, "steps_per_s": r.steps_per_s["optbench"],
-                             "eval_examples_per_s": r.eval_examples_per_s, "a_over_b": r.a_over_b}
+        entry: dict[str, Any] = {"batch_size": r.batch_size, "steps_per_s": r.steps_per_s["optbench"],
+                                 "eval_examples_per_s": r.eval_examples_per_s, "a_over_b": r.a_over_b}
+        if r.overrides:  # measured as a study sets the problem up (optbench bench --study)
+            entry["args"] = r.overrides
         if math.isfinite(r.setup_s):
-            speeds[r.problem]["setup_s"] = r.setup_s
+            entry["setup_s"] = r.setup_s
         if r.fit is not None:
-            speeds[r.problem].update(step_s_fixed=r.fit.fixed, step_s_per_example=r.fit.per_example,
-                                     fit_batch_sizes=r.fit.batch_sizes, fit_step_s=r.fit.step_s)
-        speeds[r.problem]["measured"] = time.strftime("%Y-%m-%d")
+            entry.update(step_s_fixed=r.fit.fixed, step_s_per_example=r.fit.per_example,
+                         fit_batch_sizes=r.fit.batch_sizes, fit_step_s=r.fit.step_s)
+        entry["measured"] = time.strftime("%Y-%m-%d")
+        speeds[r.key or r.problem] = entry
     top = {"name": name or old.get("name", p.stem),
            "description": old.get("description", f"{env['cpu']} ({env['cpus']} CPUs), {device}, torch {env['torch']}"),
            "measured": True, "device": device, "threads_per_run": env["threads"],

@@ -42,14 +42,23 @@ def cmd_plan(args) -> int:
 def cmd_bench(args) -> int:
     from optbench import bench
 
-    names = bench.select_problems(args.problems)
+    study = None
+    if args.study:
+        from optbench.study import load_study
+
+        study = load_study(args.study)
+        names = bench.select_problems(args.problems or study.problems)
+        if stray := [n for n in names if n not in study.problems]:
+            raise OptbenchError(f"{', '.join(stray)}: not a problem of study {study.name!r} ({args.study})")
+    else:
+        names = bench.select_problems(args.problems)
     device = args.device
     if device == "auto":
         import torch
 
         device = "cuda" if torch.cuda.is_available() else "cpu"
     results = bench.run(names, steps=args.steps, seconds=args.seconds, repeats=args.repeats, device=device,
-                        threads=args.threads, progress=_print, fit_batch=args.fit_batch)
+                        threads=args.threads, progress=_print, fit_batch=args.fit_batch, study=study)
     env = bench.environment(device)
     print(f"\n{env['device']}, {env['threads']} torch thread(s), torch {env['torch']}, {env['cpu']} "
           f"({env['cpus']} CPUs){', ' + env['gpu'] if 'gpu' in env else ''}; optimizer {bench.OPTIMIZER}, "
@@ -158,6 +167,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--fit-batch", type=float, nargs="+", default=(), metavar="FACTOR",
                     help="also time loop (a) at these multiples of each problem's batch size (e.g. 0.125 4) and fit "
                          "step time = fixed + per-example x B for the cost model")
+    sp.add_argument("--study", default=None, metavar="FILE",
+                    help="measure the problems as this study file sets them up (its model settings; its largest "
+                         "batch size, and its smallest for the step-time fit), for its --estimate")
     sp.set_defaults(func=cmd_bench)
 
     sp = sub.add_parser("report", help="write report.html, figures and tables")

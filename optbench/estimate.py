@@ -29,7 +29,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import hashlib
 import math
+import re
 import tomllib
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -201,6 +203,21 @@ def load_device(path: str | Path) -> Device:
                   k, s, speeds, str(raw.get("notes", "")), start)
 
 
+def speed_key(problem: str, overrides: Mapping[str, Any] | None) -> str:
+    """The device profile's name for ``problem`` with a study's argument ``overrides``: the problem's
+    name for its registry arguments, ``problem@<digest>`` otherwise (a step of the crossover study's
+    128-token transformer is not one of the registry's 1024-token one). ``optbench bench --study``
+    writes these; the estimate looks a run up under its own key first, then under the problem's."""
+    if not overrides:
+        return problem
+    canon = json.dumps({k: overrides[k] for k in sorted(overrides)}, sort_keys=True, default=str)
+    return f"{problem}@{hashlib.sha1(canon.encode()).hexdigest()[:8]}"
+
+
+def speed_for(device: Device, problem: str, overrides: Mapping[str, Any] | None) -> ProblemSpeed | None:
+    return device.problems.get(speed_key(problem, overrides)) or device.problems.get(problem)
+
+
 # ------------------------------------------------------------------ the estimate
 def estimate(plan: pd.DataFrame, device: Device, runs_per_task: Callable[[str], int] | int = 10) -> pd.DataFrame:
     """One row per problem: runs, steps, train/eval seconds per run and device-hours.
@@ -209,7 +226,9 @@ def estimate(plan: pd.DataFrame, device: Device, runs_per_task: Callable[[str], 
     tasks pay ``device.task_start_s``.
     """
     per_task = runs_per_task if callable(runs_per_task) else (lambda problem: int(runs_per_task))
-    missing = sorted(set(plan["problem"]) - set(device.problems))
+    pairs = plan[["problem", "problem_args"]].drop_duplicates()
+    missing = sorted({p for p, a in zip(pairs["problem"], pairs["problem_args"])
+                      if speed_for(device, p, json.loads(a)) is None})
     if missing:
         what = "a template with no measured numbers" if not device.problems else "no measured speed for them"
         raise OptbenchError(f"device profile {device.path} has {what}: {', '.join(missing)} "
@@ -217,8 +236,9 @@ def estimate(plan: pd.DataFrame, device: Device, runs_per_task: Callable[[str], 
     rows = []
     groups = plan.groupby(["problem", "batch_size", "num_epochs", "problem_args"], sort=False).size()
     for (problem, bs, epochs, pargs), n_runs in groups.items():
-        speed = device.problems[problem]
-        sizes = problem_sizes(problem, json.loads(pargs))
+        overrides = json.loads(pargs)
+        speed = speed_for(device, problem, overrides)
+        sizes = problem_sizes(problem, overrides)
         steps_per_epoch = sizes.n_train // int(bs)
         train_s = int(epochs) * steps_per_epoch * speed.step_s(int(bs))
         eval_s = (int(epochs) + 1) * sizes.eval_examples / speed.eval_examples_per_s
@@ -226,6 +246,7 @@ def estimate(plan: pd.DataFrame, device: Device, runs_per_task: Callable[[str], 
                      "steps_per_run": int(epochs) * steps_per_epoch, "train_h_per_run": train_s / 3600,
                      "eval_h_per_run": eval_s / 3600, "setup_h_per_run": speed.setup_s / 3600,
                      "measured_bs": speed.batch_size, "fitted": speed.fitted,
+                     "other_settings": bool(overrides) and speed_key(problem, overrides) not in device.problems,
                      "run_hours": n_runs * (speed.setup_s + train_s + eval_s) / 3600})
     df = pd.DataFrame(rows)
     df = df.groupby("problem", sort=False).agg(
@@ -233,7 +254,8 @@ def estimate(plan: pd.DataFrame, device: Device, runs_per_task: Callable[[str], 
         min_batch_size=("batch_size", "min"), steps_per_run=("steps_per_run", "max"),
         train_h_per_run=("train_h_per_run", "max"), eval_h_per_run=("eval_h_per_run", "max"),
         setup_h_per_run=("setup_h_per_run", "max"), run_hours=("run_hours", "sum"),
-        measured_bs=("measured_bs", "max"), fitted=("fitted", "max")).reset_index()
+        measured_bs=("measured_bs", "max"), fitted=("fitted", "max"),
+        other_settings=("other_settings", "max")).reset_index()
     df["tasks"] = [math.ceil(r.runs / max(1, per_task(r.problem))) for r in df.itertuples()]
     df["device_hours"] = (df["run_hours"] + df["tasks"] * device.task_start_s / 3600) / device.parallel_speedup
     return df
@@ -261,22 +283,26 @@ def format_estimate(df: pd.DataFrame, device: Device, study: str = "") -> str:
              f"  per run: set-up + training steps at the measured step time + evaluations at the measured "
              f"examples/s (one run alone on the device); per array task: {device.task_start_s:.1f} s start-up; "
              f"{device.runs_in_parallel} run(s) at once per device = {device.parallel_speedup:.2f}x the throughput of one",
-             f"  {'problem':<22} {'runs':>7} {'tasks':>6} {'epochs':>6} {'bs':>9} {'steps/run':>10} {'time/run':>10} "
+             f"  {'problem':<30} {'runs':>7} {'tasks':>6} {'epochs':>6} {'bs':>9} {'steps/run':>10} {'time/run':>10} "
              f"{'(of it eval)':>12} {'device-hours':>13}"]
     for r in df.itertuples():
         bs = f"{r.batch_size}" if r.min_batch_size == r.batch_size else f"{r.min_batch_size}-{r.batch_size}"
         note = ""
         if not r.fitted and (r.batch_size != r.measured_bs or r.min_batch_size != r.measured_bs):
             note = f"  (measured at bs {r.measured_bs}, scaled at constant examples/s: optimistic for smaller batches)"
+        if r.other_settings:
+            note += "  (speed measured with the registry's settings, not the study's: optbench bench --study)"
         per_run = r.setup_h_per_run + r.train_h_per_run + r.eval_h_per_run
-        lines.append(f"  {r.problem:<22} {r.runs:>7,} {r.tasks:>6,} {r.epochs:>6} {bs:>9} {r.steps_per_run:>10,} "
+        lines.append(f"  {r.problem:<30} {r.runs:>7,} {r.tasks:>6,} {r.epochs:>6} {bs:>9} {r.steps_per_run:>10,} "
                      f"{_duration(per_run):>10} {_duration(r.eval_h_per_run):>12} "
                      f"{_hours(r.device_hours):>13}{note}")
-    lines.append(f"  {'total':<22} {int(df['runs'].sum()):>7,} {int(df['tasks'].sum()):>6,} {'':>6} {'':>9} {'':>10} "
+    lines.append(f"  {'total':<30} {int(df['runs'].sum()):>7,} {int(df['tasks'].sum()):>6,} {'':>6} {'':>9} {'':>10} "
                  f"{'':>10} {'':>12} "
                  f"{_hours(total):>13}")
     days = total / 24
-    lines.append(f"  = {_hours(total)} device-hours = {days:,.0f} device-days = {days / 365.25:,.1f} device-years "
+    scale = (f"{days:,.0f} device-days = {days / 365.25:,.1f} device-years" if total >= 24
+             else f"{total * 60:,.1f} device-minutes")
+    lines.append(f"  = {_hours(total)} device-hours = {scale} "
                  f"(an upper bound: diverged runs stop early; per-run checkpoint/result I/O not counted)")
     return "\n".join(lines)
 
@@ -291,6 +317,8 @@ def _toml_value(v: Any) -> str:
         return repr(float(f"{v:.4g}")) if math.isfinite(v) else "nan"
     if isinstance(v, (list, tuple)):
         return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    if isinstance(v, Mapping):
+        return "{" + ", ".join(f"{json.dumps(str(k))} = {_toml_value(x)}" for k, x in v.items()) + "}"
     return json.dumps(str(v))
 
 
@@ -301,7 +329,8 @@ def write_device(path: str | Path, top: Mapping[str, Any], speeds: Mapping[str, 
     lines = [f"# {line}".rstrip() for line in header.strip().splitlines()] if header else []
     lines += [f"{k} = {_toml_value(v)}" for k, v in top.items()]
     for name, t in speeds.items():
-        lines += ["", f"[problems.{name}]"] + [f"{k} = {_toml_value(v)}" for k, v in t.items()]
+        key = name if re.fullmatch(r"[A-Za-z0-9_-]+", name) else json.dumps(name)
+        lines += ["", f"[problems.{key}]"] + [f"{k} = {_toml_value(v)}" for k, v in t.items()]
     p.parent.mkdir(parents=True, exist_ok=True)
     p.write_text("\n".join(lines) + "\n")
     return p

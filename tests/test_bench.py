@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 from optbench import planner
-from optbench.errors import PlanError
+from optbench.errors import OptbenchError, PlanError
 from optbench.profiles import ProfileError, load_profile
 from optbench.record import RunRecord
 from optbench.storage import SCAN_CACHE, TaskFile, scan_results
@@ -246,3 +246,46 @@ def test_synthetic_results_match_status_layout(tiny_study, tmp_path):
     assert write_results(study_dir, runs, runs_per_file=3, rows=4, processes=1) == -(-len(runs) // 3)
     states, bad = run_states(study_dir, planner.load_plan(study_dir))
     assert not bad and (states["state"] == "finished").all() and (states["n_evals"] == 4).all()
+
+
+def test_bench_study_measures_problems_as_the_study_sets_them_up(tmp_path):
+    """`optbench bench --study`: the study's model settings and batch sizes, written under the key its
+    estimate looks up (a 32-unit MLP is not the registry's 64-unit one)."""
+    import torch
+
+    from optbench import bench, estimate
+    from optbench.cli import main
+
+    study_file = tmp_path / "s.toml"
+    study_file.write_text('name = "s"\nproblems = ["digits_mlp", "quadratic_deep"]\noptimizers = ["adam"]\n'
+                          'schedules = ["none"]\n[problem_settings.digits_mlp]\nbatch_sizes = [16, 64]\nhidden = 32\n'
+                          'num_epochs = 2\n[problem_settings.quadratic_deep]\nnum_epochs = 2\n[oneshot]\nseeds = [1]\n')
+    study = load_study(study_file)
+    threads = torch.get_num_threads()
+    try:
+        res = bench.run(["digits_mlp", "quadratic_deep"], steps=14, repeats=1, progress=lambda m: None, study=study,
+                        threads=1)
+    finally:
+        torch.set_num_threads(threads)
+    digits, quad = res
+    assert digits.key == estimate.speed_key("digits_mlp", {"hidden": 32}) != "digits_mlp" and quad.key == "quadratic_deep"
+    assert digits.batch_size == 64 and digits.fit.batch_sizes == [64, 16] and quad.fit is None
+    assert digits.n_params == 64 * 32 + 32 + 32 * 10 + 10  # the study's 32 hidden units, not the registry's 64
+    path = bench.write_device_profile(tmp_path / "dev.toml", res, "cpu", "test")
+    dev = estimate.load_device(path)
+    assert set(dev.problems) == {digits.key, "quadratic_deep"} and dev.problems[digits.key].fitted
+    plan = planner.records_to_frame(planner.expand(study))
+    est = estimate.estimate(plan, dev).set_index("problem")
+    assert est.loc["digits_mlp", "measured_bs"] == 64 and est.loc["digits_mlp", "fitted"]
+    # a study with other settings (48 units) has no entry: refused, not priced at the 32-unit speed
+    other = planner.records_to_frame(planner.expand(load_study(tiny_study_file(tmp_path, hidden=48))))
+    with pytest.raises(OptbenchError, match="digits_mlp"):
+        estimate.estimate(other, dev)
+    assert main(["bench", "--study", str(study_file), "--problems", "mnist1d_mlp"]) == 2  # a clear error, no bench
+
+
+def tiny_study_file(tmp_path, hidden):
+    p = tmp_path / f"h{hidden}.toml"
+    p.write_text(f'name = "h"\nproblems = ["digits_mlp"]\noptimizers = ["adam"]\nschedules = ["none"]\n'
+                 f'[problem_settings.digits_mlp]\nhidden = {hidden}\nnum_epochs = 1\n[oneshot]\nseeds = [1]\n')
+    return p
