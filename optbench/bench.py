@@ -607,6 +607,7 @@ def write_device_profile(path: str | Path, results: Sequence[Result], device: st
             entry.update(step_s_fixed=r.fit.fixed, step_s_per_example=r.fit.per_example,
                          fit_batch_sizes=r.fit.batch_sizes, fit_step_s=r.fit.step_s)
         entry["measured"] = time.strftime("%Y-%m-%d")
+        entry["command"] = command  # per entry: a profile is filled by several commands
         speeds[r.key or r.problem] = entry
     top = {"name": name or old.get("name", p.stem),
            "description": old.get("description", f"{env['cpu']} ({env['cpus']} CPUs), {device}, torch {env['torch']}"),

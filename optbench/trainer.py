@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from optbench import optimizers, problems, schedules
+from optbench.problems.base import default_eval_batch
 from optbench.record import RunRecord, derive_seed
 from optbench.storage import EVAL_DTYPE, EVAL_FIELDS, eval_row
 
@@ -44,9 +45,10 @@ def evaluate(task, split) -> tuple[float, float]:
     loss_sum = torch.zeros((), device=split[0].device, dtype=torch.float64)
     acc_sum = torch.zeros((), device=split[0].device, dtype=torch.float64)
     has_acc = False
+    size = task.eval_batch_size or default_eval_batch(split[0].device)
     with torch.inference_mode():
-        for i in range(0, n, task.eval_batch_size):
-            batch = tuple(t[i:i + task.eval_batch_size] for t in split)
+        for i in range(0, n, size):
+            batch = tuple(t[i:i + size] for t in split)
             loss, acc = task.loss(model, batch)
             m = batch[0].shape[0]
             loss_sum += loss.double() * m

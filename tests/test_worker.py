@@ -41,6 +41,35 @@ class Stop(Exception):
     pass
 
 
+class StopAtStep:
+    """An interrupt requested at the ``at``-th step of this attempt (never if ``at`` < 1): the loop
+    checkpoints through ``act``, which then stops the run as a requeue would."""
+
+    def __init__(self, at: int):
+        self.at, self.steps = at, 0
+
+    @property
+    def requested(self) -> bool:
+        self.steps += 1
+        return self.steps == self.at
+
+    def act(self, save):
+        save()
+        raise Stop
+
+
+def memory_checkpoint(saved: dict, stop_at_epoch: int | None = None):
+    """A checkpoint store in ``saved["s"]``; raises Stop right after saving the end of ``stop_at_epoch``."""
+    def checkpoint(state):
+        if state is None:
+            return saved.get("s")
+        saved["s"] = state
+        if state["epoch"] == stop_at_epoch and state["pos"] == 0:
+            raise Stop
+        return None
+    return checkpoint
+
+
 def run_uninterrupted(rec):
     sink = MemorySink()
     assert train_run(rec, sink=sink, checkpoint=lambda s: None) == "finished"
@@ -74,29 +103,12 @@ def test_resume_from_checkpoint_equals_uninterrupted(stop_at):
     saved = {}
     kind, at = stop_at
 
-    class FakeInterrupt:
-        steps = 0
-
-        @property
-        def requested(self):
-            self.steps += 1
-            return kind == "step" and self.steps == at
-
-        def act(self, save):
-            save()
-            raise Stop
-
-    def checkpoint(state):
-        if state is None:
-            return saved.get("s")
-        saved["s"] = state
-        if kind == "epoch" and state["epoch"] == at and state["pos"] == 0:
-            raise Stop
-        return None
+    checkpoint = memory_checkpoint(saved, at if kind == "epoch" else None)
 
     sink = MemorySink()
     with pytest.raises(Stop):  # checkpoint_overhead=1: a checkpoint at every epoch end, however short
-        train_run(rec, sink=sink, checkpoint=checkpoint, interrupt=FakeInterrupt(), checkpoint_overhead=1.0)
+        train_run(rec, sink=sink, checkpoint=checkpoint, interrupt=StopAtStep(at if kind == "step" else -1),
+                  checkpoint_overhead=1.0)
     sink.rows.append(sink.rows[-1])  # a row written after the checkpoint must be dropped on resume
     state = saved["s"]
     assert (state["epoch"], state["pos"]) == ((at, 0) if kind == "epoch" else (0, at))
@@ -189,27 +201,11 @@ def test_resume_with_losses_pending_is_bit_identical(monkeypatch):
     reference = run_uninterrupted(rec)
     saved = {}
 
-    class StopAtStep:
-        steps = 0
-
-        @property
-        def requested(self):
-            self.steps += 1
-            return self.steps == 5  # 5 = one fold of 3 + 2 pending
-
-        def act(self, save):
-            save()
-            raise Stop
-
-    def checkpoint(state):
-        if state is None:
-            return saved.get("s")
-        saved["s"] = state
-        return None
+    checkpoint = memory_checkpoint(saved)
 
     sink = MemorySink()
     with pytest.raises(Stop):
-        train_run(rec, sink=sink, checkpoint=checkpoint, interrupt=StopAtStep())
+        train_run(rec, sink=sink, checkpoint=checkpoint, interrupt=StopAtStep(5))  # 5 = one fold of 3 + 2 pending
     assert len(saved["s"]["mb_pending"]) == 2 and saved["s"]["mb_count"] == 5
     assert train_run(rec, sink=sink, checkpoint=checkpoint) == "finished"
     np.testing.assert_array_equal(sink.array()["minibatch_loss"], reference["minibatch_loss"])
@@ -287,13 +283,7 @@ def test_checkpoint_rows_are_packed_and_old_row_lists_still_resume():
     reference = run_uninterrupted(rec)
     saved = {}
 
-    def checkpoint(state):
-        if state is None:
-            return saved.get("s")
-        saved["s"] = state
-        if state["epoch"] == 2:
-            raise Stop
-        return None
+    checkpoint = memory_checkpoint(saved, 2)
 
     with pytest.raises(Stop):
         train_run(rec, sink=MemorySink(), checkpoint=checkpoint, checkpoint_overhead=1.0)
@@ -326,3 +316,20 @@ def test_evaluation_does_not_depend_on_the_evaluation_batch_size():
         whole = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1)).item()
     loss, _ = evaluate(task, task.splits["valid"])
     assert loss == pytest.approx(whole, rel=1e-5)
+
+
+def test_problems_without_an_evaluation_batch_get_the_devices_default():
+    """MNIST-1D sets none: on a CPU it evaluates 1024 examples at a time (4096 was slower, and slowed
+    the training steps after it), a GPU gets 4096; the mean over the split is the same either way."""
+    from optbench import problems
+    from optbench.problems.base import default_eval_batch
+    from optbench.trainer import evaluate
+
+    task = problems.build("mnist1d_mlp", {}, seed=0)
+    assert task.eval_batch_size == default_eval_batch("cpu") == 1024 and default_eval_batch("cuda") == 4096
+    n = task.splits["train_eval"][0].shape[0]
+    assert n > 1024  # several batches, the last one partial
+    batched = evaluate(task, task.splits["train_eval"])
+    task.eval_batch_size = n
+    whole = evaluate(task, task.splits["train_eval"])
+    assert batched == pytest.approx(whole, rel=1e-6)

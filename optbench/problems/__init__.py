@@ -54,7 +54,12 @@ def build(name: str, args: Mapping[str, Any], seed: int, device: str = "cpu"):
     spec = get(name)
     module_name, func_name = spec.impl.split(":")
     module = importlib.import_module(module_name)
-    return getattr(module, func_name)(spec=spec, args={**spec.args, **dict(args)}, seed=seed, device=device)
+    task = getattr(module, func_name)(spec=spec, args={**spec.args, **dict(args)}, seed=seed, device=device)
+    if not task.eval_batch_size:
+        from optbench.problems.base import default_eval_batch
+
+        task.eval_batch_size = default_eval_batch(device)
+    return task
 
 
 # ---------------------------------------------------------------------------------------------
