@@ -35,8 +35,8 @@ test-unit: setup
 # Throughput benchmarks (minutes; README "Performance"): per-run speed of optbench's loop vs the bare and
 # naive loops, concurrent runs per device, and plan/submit/status at the full study's scale.
 bench: setup
-	$(VENV)/bin/optbench bench --problems quadratic_deep digits_mlp mnist1d_mlp shakespeare_char_rnn uniform_tokens_lm zipf_tokens_lm --repeats 3
-	$(PY) benchmarks/bench_parallel.py --rounds 2
+	$(VENV)/bin/optbench bench --problems quadratic_deep digits_mlp mnist1d_mlp shakespeare_char_rnn uniform_tokens_lm zipf_tokens_lm --repeats 5 --fit-batch 0.125
+	$(PY) benchmarks/bench_parallel.py --runs 64 --rounds 2
 	$(PY) benchmarks/bench_machinery.py plan submit status
 
 # A short chaos run on the local cluster (slurm/chaos.py --help for the long version).
