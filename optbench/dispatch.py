@@ -16,6 +16,7 @@ import fcntl
 import json
 import math
 import os
+import shlex
 import subprocess
 import sys
 import time
@@ -106,7 +107,9 @@ def make_executor(profile: Profile, res: Resources, folder: Path, job_name: str)
         ex = submitit.LocalExecutor(folder=folder, max_num_timeout=profile.max_num_timeout)
         ex.update_parameters(timeout_min=res.timeout_min, signal_delay_s=profile.signal_delay_s)
         return ex
-    ex = submitit.SlurmExecutor(folder=folder, max_num_timeout=profile.max_num_timeout)
+    # tasks start through optbench.launch, which notes a USR2 that comes while they are starting
+    python = f"{shlex.quote(sys.executable)} -u -m optbench.launch"
+    ex = submitit.SlurmExecutor(folder=folder, max_num_timeout=profile.max_num_timeout, python=python)
     params: dict[str, Any] = dict(time=res.timeout_min, cpus_per_task=res.cpus_per_task,
                                   signal_delay_s=profile.signal_delay_s, job_name=job_name,
                                   additional_parameters=dict(profile.sbatch), setup=list(profile.setup))

@@ -15,6 +15,15 @@ import sys
 from typing import Callable
 
 
+#: signals noted by optbench.launch before the task's Interrupt existed (a task that is still starting)
+EARLY_SIGNALS: list[int] = []
+
+
+def note_early(signum, frame) -> None:
+    """The handler optbench.launch installs first thing: remember the signal for Interrupt.install."""
+    EARLY_SIGNALS.append(signum)
+
+
 class Interrupt:
     def __init__(self) -> None:
         self.signum: int | None = None
@@ -28,6 +37,11 @@ class Interrupt:
         for sig in (signal.SIGUSR2, signal.SIGTERM):
             self._previous[sig] = signal.getsignal(sig)
             signal.signal(sig, self._note)
+        if EARLY_SIGNALS:  # it came while the task was starting: act on it like on one that comes now
+            self.signum = EARLY_SIGNALS[-1]
+            EARLY_SIGNALS.clear()
+            print(f"optbench: {signal.Signals(self.signum).name} arrived while the task was starting; "
+                  "checkpointing at the next step boundary", flush=True)
         return self
 
     def uninstall(self) -> None:

@@ -115,6 +115,8 @@ class ChunkRunner(submitit.helpers.Checkpointable):
         tf = task_file_for(study, task_name)
         ckpts = CheckpointStore(study)
         interrupt = Interrupt().install()
+        if interrupt.requested:  # signalled while starting (optbench.launch noted it): requeue before training
+            interrupt.act(lambda: None)
         summary: dict[str, Any] = {"trained": [], "skipped": [], "failed": [], "device": device}
         restarts = int(os.environ.get("SLURM_RESTART_COUNT", "0"))
         try:
@@ -194,6 +196,8 @@ def train_in_parallel(study_dir: str, task_name: str, run_ids: list[str], opts: 
     procs = [ctx.Process(target=_train_part, args=(study_dir, names[i], run_ids[i::k], part_opts, results),
                          name=names[i], daemon=False) for i in range(k)]
     interrupt = Interrupt().install()
+    if interrupt.requested:  # signalled while starting: requeue before any process starts
+        interrupt.act(lambda: None)
     summaries: list[dict[str, Any]] = []
     forwarded = False
     try:

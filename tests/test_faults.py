@@ -155,3 +155,40 @@ def test_diverged_run_is_finished_and_not_retried(write_study, tmp_path):
     assert r.returncode == 0 and r.stdout.count("submitted") == 1, r.stdout
     st = cli("status", s)
     assert "diverged" in st.stdout and "2 runs, 2 done" in st.stdout, st.stdout
+
+
+# ------------------------------------------------------------------ a signal while the task starts
+LAUNCH_PROBE = """
+from optbench.interrupt import EARLY_SIGNALS, Interrupt
+import sys
+print("argv", sys.argv[1:], "early", list(EARLY_SIGNALS), flush=True)
+it = Interrupt().install()
+print("requested", it.requested, it.signum, "left", list(EARLY_SIGNALS), flush=True)
+"""
+
+
+def test_usr2_while_a_task_starts_is_noted_not_fatal(tmp_path):
+    """optbench.launch (the Slurm executor's interpreter) notes a USR2 that arrives before any handler
+    of submitit or the worker exists; the worker's Interrupt then finds it, as if it came later.
+    Without the launcher, Python's default for USR2 ends the process (checked too)."""
+    import signal
+    import time
+
+    (tmp_path / "probe_mod.py").write_text(LAUNCH_PROBE)
+    env = {**os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
+           "OPTBENCH_TEST_LAUNCH_DELAY_S": "3"}
+
+    def started_then_signalled(cmd):
+        p = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        time.sleep(1.5)  # inside the launcher's delay (or the plain interpreter's sleep)
+        p.send_signal(signal.SIGUSR2)
+        out, err = p.communicate(timeout=60)
+        return p.returncode, out, err
+
+    rc, out, err = started_then_signalled([sys.executable, "-u", "-m", "optbench.launch", "-u", "-m", "probe_mod",
+                                           "FOLDER"])
+    assert rc == 0, err
+    assert f"argv ['FOLDER'] early [{int(signal.SIGUSR2)}]" in out, out
+    assert f"requested True {int(signal.SIGUSR2)} left []" in out, out
+    rc, _, _ = started_then_signalled([sys.executable, "-c", "import time; time.sleep(3)"])
+    assert rc == -signal.SIGUSR2  # what a starting task without the launcher suffers

@@ -285,6 +285,37 @@ def check_exact(study_dir: Path, epochs: int) -> None:
             np.testing.assert_array_equal(c[f].to_numpy(), ref[f], err_msg=f)
 
 
+def test_usr2_while_the_task_is_starting_requeues_it(slurm_cluster, write_study, tmp_path):
+    """A time-limit or preemption signal that reaches a task still starting Python (before submitit
+    or the worker has a handler) used to kill it: Slurm marked the job FAILED and nothing requeued it.
+    Tasks now start through optbench.launch, which notes the signal; the worker requeues the task
+    through submitit before training, and the run then finishes exactly. The test holds the task in
+    the launcher (OPTBENCH_TEST_LAUNCH_DELAY_S) so that the signal lands in that window."""
+    epochs = 4
+    s = tmp_path / "early"
+    assert cli("plan", write_study(LONG_STUDY.format(epochs=epochs, seed=9).replace('"long"', '"early"')),
+               "-o", s).returncode == 0
+    env = {**os.environ, "OPTBENCH_TEST_LAUNCH_DELAY_S": "20"}
+    r = subprocess.run(OPTBENCH + ["submit", str(s), "--profile", str(PROFILE)], capture_output=True, text=True,
+                       env=env, timeout=300)
+    assert r.returncode == 0 and "submitted 1 runs" in r.stdout, r.stdout + r.stderr
+    job = dispatch.ledger(s)[0]["tasks"][0]["job_id"]
+    t0 = time.time()
+    while subprocess.run(["squeue", "-h", "-j", job, "-o", "%T"], capture_output=True, text=True).stdout.strip() != "RUNNING":
+        assert time.time() - t0 < 120, "the task did not start"
+        time.sleep(0.5)
+    time.sleep(5)  # the step has started and sits in the launcher's 20 s hold: no handler but the launcher's
+    rid = planner.load_plan(s)["run_id"].iloc[0]
+    assert rid not in scan_results(s)[0], "the run already started training: the signal would miss the window"
+    subprocess.run(["scancel", "--signal=USR2", job], check=True)
+    states = wait_done(s, 300)
+    assert (states["state"] == "finished").all(), states
+    check_exact(s, epochs)
+    out = subprocess.run(["sacct", "-n", "-X", "-D", "-P", "-o", "JobID,State", "-j", job.split("_")[0]],
+                         capture_output=True, text=True).stdout
+    assert "REQUEUED" in out and "FAILED" not in out and "COMPLETED" in out, out
+
+
 def test_preemption_by_high_priority_partition(slurm_cluster, write_study, tmp_path):
     """A run in the preemptible partition is preempted by a job in `high`: USR2, checkpoint,
     requeue, resume — and the curve is the uninterrupted one."""
