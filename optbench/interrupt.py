@@ -60,7 +60,7 @@ class Interrupt:
         signum = self.signum
         previous = self._previous.get(signum)  # type: ignore[arg-type]
         print(f"optbench: checkpoint written after {signal.Signals(signum).name}", flush=True)
-        if signum == signal.SIGUSR2 and callable(previous):
+        if signum == signal.SIGUSR2 and callable(previous) and previous is not note_early:
             previous(signum, None)  # submitit: pickle the task, scontrol requeue, sys.exit
             return
         sys.stdout.flush()

@@ -164,7 +164,19 @@ PART_SEP = "+p"  # the result file of process i of a task training runs in paral
 
 
 def _train_part(study_dir: str, name: str, run_ids: list[str], options: dict[str, Any], results) -> None:
-    """Entry point of one process of :func:`train_in_parallel` (a fresh interpreter: ``spawn``)."""
+    """Entry point of one process of :func:`train_in_parallel` (a fresh interpreter: ``spawn``).
+
+    It notes USR2/TERM before anything else and only then tells the parent it is ready: the parent
+    forwards Slurm's signals to ready processes only, since Python's default for USR2 would end a
+    process that is still starting (its Interrupt then finds the noted signal, as in optbench.launch).
+    """
+    import signal
+
+    from optbench.interrupt import note_early
+
+    for sig in (signal.SIGUSR2, signal.SIGTERM):
+        signal.signal(sig, note_early)
+    results.put({"ready": name})
     try:
         summary = ChunkRunner()(study_dir, name, run_ids, options)
     except BaseException as e:
@@ -199,25 +211,33 @@ def train_in_parallel(study_dir: str, task_name: str, run_ids: list[str], opts: 
     if interrupt.requested:  # signalled while starting: requeue before any process starts
         interrupt.act(lambda: None)
     summaries: list[dict[str, Any]] = []
-    forwarded = False
+    ready: set[str] = set()  # processes whose signal handler is in place (see _train_part)
+    forwarded: set[str] = set()
+
+    def take(message: dict[str, Any]) -> None:
+        if "ready" in message:
+            ready.add(message["ready"])
+        else:
+            summaries.append(message)
+
     try:
         for proc in procs:
             proc.start()
         while any(proc.is_alive() for proc in procs):
             try:
-                summaries.append(results.get(timeout=0.2))
+                take(results.get(timeout=0.2))
             except Exception:  # queue.Empty
                 pass
-            if interrupt.requested and not forwarded:
+            if interrupt.requested:  # forward to each process once it is ready for it
                 for proc in procs:
-                    if proc.is_alive():
+                    if proc.is_alive() and proc.name in ready and proc.name not in forwarded:
                         os.kill(proc.pid, interrupt.signum)
-                forwarded = True
+                        forwarded.add(proc.name)
         for proc in procs:
             proc.join()
         while True:
             try:
-                summaries.append(results.get(timeout=0.05))
+                take(results.get(timeout=0.05))
             except Exception:
                 break
         if interrupt.requested:

@@ -289,3 +289,36 @@ def tiny_study_file(tmp_path, hidden):
     p.write_text(f'name = "h"\nproblems = ["digits_mlp"]\noptimizers = ["adam"]\nschedules = ["none"]\n'
                  f'[problem_settings.digits_mlp]\nhidden = {hidden}\nnum_epochs = 1\n[oneshot]\nseeds = [1]\n')
     return p
+
+
+PARALLEL_SIGNALLED = """
+import os, signal, sys, threading
+from optbench.worker import ChunkRunner
+if __name__ == "__main__":  # spawn imports this file again in each process
+    threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGUSR2)).start()  # the processes are still starting
+    ChunkRunner()(sys.argv[1], "task-sig", sys.argv[2:], {"runs_in_parallel": 2, "threads": 2, "device": "cpu"})
+    print("NOT INTERRUPTED", flush=True)
+"""
+
+
+def test_parallel_task_signalled_while_its_processes_start(tiny_study, tmp_path):
+    """USR2 reaches the parent before its processes have a handler: it forwards the signal only once each
+    process is ready, so both note it, checkpoint nothing and exit as interrupted (not killed by the
+    signal's default action), and the parent then exits as a requeue would without submitit."""
+    import signal
+    import subprocess
+    import sys
+
+    study_dir = tmp_path / "s"
+    df = planner.write_plan(load_study(tiny_study), study_dir, progress=lambda m: None)
+    ids = list(df[df.kind != "rerun"].run_id)
+    script = tmp_path / "signalled.py"
+    script.write_text(PARALLEL_SIGNALLED)
+    r = subprocess.run([sys.executable, str(script), str(study_dir), *ids], capture_output=True, text=True,
+                       timeout=300)
+    out = r.stdout + r.stderr
+    assert r.returncode == 128 + signal.SIGUSR2, out  # the parent: interrupted, no process died otherwise
+    assert "NOT INTERRUPTED" not in out and "ended abnormally" not in out, out
+    assert out.count("SIGUSR2 arrived while the task was starting") == 2, out  # both processes noted it
+    states, _ = scan_results(study_dir)
+    assert not any(s["status"] in ("finished", "diverged") for s in states.values())  # nothing trained to the end
