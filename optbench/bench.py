@@ -431,10 +431,9 @@ def bench_problem(problem: str, *, steps: int | None, seconds: float, repeats: i
     measured (alone, in up to three rounds, the best kept), for the cost model's step time over batch
     sizes. ``batch_size`` and ``overrides`` (a study's problem settings) replace the registry's.
     """
-    from optbench import estimate
     import statistics
 
-    from optbench import problems
+    from optbench import estimate, problems
 
     if steps is None:
         step_s = probe_step_seconds(problem, data_dir, device, batch_size, overrides)

@@ -28,7 +28,6 @@ def cmd_plan(args) -> int:
     print(planner.breakdown(df))
     if args.estimate:
         from optbench import estimate
-
         from optbench.profiles import load_profile
 
         device = estimate.load_device(args.device or estimate.default_device())

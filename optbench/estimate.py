@@ -28,8 +28,8 @@ upper bound). No torch: this runs on a login node.
 from __future__ import annotations
 
 import dataclasses
-import json
 import hashlib
+import json
 import math
 import re
 import tomllib
@@ -210,7 +210,7 @@ def speed_key(problem: str, overrides: Mapping[str, Any] | None) -> str:
     writes these; the estimate looks a run up under its own key first, then under the problem's."""
     if not overrides:
         return problem
-    canon = json.dumps({k: overrides[k] for k in sorted(overrides)}, sort_keys=True, default=str)
+    canon = json.dumps(dict(overrides), sort_keys=True, default=str)
     return f"{problem}@{hashlib.sha1(canon.encode()).hexdigest()[:8]}"
 
 

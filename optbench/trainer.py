@@ -7,8 +7,8 @@ loss), the optimizer factory, the schedule, a results sink and a checkpoint stor
 Speed (see the README's performance section): data sit on the device and batches are made by
 indexing; on a GPU the step losses stay on the device and are summed and read once per
 ``MB_FLUSH_STEPS_GPU`` steps (no host synchronisation per step; on a CPU reading a loss is not a
-synchronisation, and adding it to a Python float is the cheapest sum); epoch-wise schedules touch the learning rate once an epoch; evaluation runs
-under ``torch.inference_mode`` in large batches; epoch-end checkpoints of very short epochs are
+synchronisation, and adding it to a Python float is the cheapest sum); epoch-wise schedules touch
+the learning rate once an epoch; evaluation runs under ``torch.inference_mode`` in large batches; epoch-end checkpoints of very short epochs are
 grouped so that writing them costs at most ``checkpoint_overhead`` of the time (a P1 epoch trains in
 ~3 ms, its checkpoint takes ~1 ms).
 
@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from optbench import optimizers, problems, schedules
-from optbench.problems.base import default_eval_batch
+from optbench.profiles import Resources
 from optbench.record import RunRecord, derive_seed
 from optbench.storage import EVAL_DTYPE, EVAL_FIELDS, eval_row
 
@@ -45,10 +45,9 @@ def evaluate(task, split) -> tuple[float, float]:
     loss_sum = torch.zeros((), device=split[0].device, dtype=torch.float64)
     acc_sum = torch.zeros((), device=split[0].device, dtype=torch.float64)
     has_acc = False
-    size = task.eval_batch_size or default_eval_batch(split[0].device)
     with torch.inference_mode():
-        for i in range(0, n, size):
-            batch = tuple(t[i:i + size] for t in split)
+        for i in range(0, n, task.eval_batch_size):
+            batch = tuple(t[i:i + task.eval_batch_size] for t in split)
             loss, acc = task.loss(model, batch)
             m = batch[0].shape[0]
             loss_sum += loss.double() * m
@@ -85,7 +84,8 @@ def _set_lr(opt: torch.optim.Optimizer, lr: float) -> None:
 
 def train_run(record: RunRecord, *, sink: Sink, checkpoint: Callable[[dict | None], dict | None],
               interrupt=None, device: str = "cpu", checkpoint_every_s: float = 300.0,
-              checkpoint_every_epoch: bool = True, checkpoint_overhead: float = 0.005) -> str:
+              checkpoint_every_epoch: bool = True,
+              checkpoint_overhead: float = Resources.checkpoint_overhead) -> str:
     """Train ``record`` to the end; returns ``"finished"`` or ``"diverged"``.
 
     ``checkpoint(None)`` returns the saved state (or None); ``checkpoint(state)`` saves one.
@@ -146,11 +146,9 @@ def train_run(record: RunRecord, *, sink: Sink, checkpoint: Callable[[dict | Non
 
     def fold_pending() -> None:
         nonlocal mb_sum
-        if len(mb_pending) == 1:
-            mb_sum += mb_pending[0].item()
-        elif mb_pending:
+        if mb_pending:
             mb_sum += torch.stack(mb_pending).sum(dtype=torch.float64).item()
-        mb_pending.clear()
+            mb_pending.clear()
 
     def record_eval(e: int) -> bool:
         fold_pending()

@@ -28,6 +28,7 @@ from optbench import planner
 from optbench.checkpoint import CheckpointStore
 from optbench.interrupt import Interrupt
 from optbench.leases import RunLease
+from optbench.profiles import Resources
 from optbench.storage import DONE, RESULTS_DIR, TaskFile, ensure_writable, quarantine, versions
 
 
@@ -288,4 +289,4 @@ def train_one(rec, tf: TaskFile, ckpts: CheckpointStore, interrupt: Interrupt, d
     return train_run(rec, sink=_FileSink(tf, rid), checkpoint=checkpoint, interrupt=interrupt, device=device,
                      checkpoint_every_s=float(opts.get("checkpoint_every_s", 300.0)),
                      checkpoint_every_epoch=bool(opts.get("checkpoint_every_epoch", True)),
-                     checkpoint_overhead=float(opts.get("checkpoint_overhead", 0.005)))
+                     checkpoint_overhead=float(opts.get("checkpoint_overhead", Resources.checkpoint_overhead)))
