@@ -206,8 +206,9 @@ def test_bench_measures_three_loops_on_a_small_problem(tmp_path):
     finally:
         torch.set_num_threads(threads)
     r = res[0]
-    assert set(r.steps_per_s) == {"optbench", "bare", "naive"} and all(v > 0 for v in r.steps_per_s.values())
+    assert set(r.steps_per_s) == {"optbench", "bare", "bare+eval", "naive"} and all(v > 0 for v in r.steps_per_s.values())
     assert r.steps_per_epoch == 1000 // 128 and r.timed_steps >= 14 and r.a_over_b > 0 and r.a_over_c > 0
+    assert r.a_over_b_eval > 0
     assert "quadratic_deep" in bench.format_table(res)
     path = bench.write_device_profile(tmp_path / "dev.toml", res, "cpu", "test")
     from optbench import estimate
@@ -223,6 +224,47 @@ def test_bench_measures_three_loops_on_a_small_problem(tmp_path):
     estimate.update_device(path, runs_in_parallel=2, parallel_speedup=1.8)
     dev = estimate.load_device(path)
     assert dev.runs_in_parallel == 2 and dev.parallel_speedup == 1.8 and "quadratic_deep" in dev.problems
+
+
+def test_epoch_chunks_take_the_first_checkpoint_out_and_spread_the_later_ones():
+    """Loop (a)'s per-epoch training times from the run's stamps, by hand: 4 epochs; the row of
+    epoch e is stamped at walls[e] and reaches the sink at appended[e]; checkpoints after epochs 1
+    (always written: a per-run cost) and 2 (a grouped one: spread over the three timed epochs)."""
+    from optbench.bench import epoch_chunks
+
+    t0 = 100.0
+    walls = [0.0, 1.0, 2.5, 4.0, 5.5]
+    appended = [100.2, 101.2, 102.7, 104.2, 105.7]  # each evaluation 0.2 s
+    saves = [(1, 0.05), (2, 0.3)]
+    chunks, first = epoch_chunks(t0, walls, appended, saves)
+    raw = [102.5 - 101.2, 104.0 - 102.7, 105.5 - 104.2]  # 1.3 s each, checkpoints included
+    assert first == 0.05
+    assert chunks == pytest.approx([raw[0] - 0.05 + 0.1, raw[1] - 0.3 + 0.1, raw[2] + 0.1])
+    # without the first one (a resumed run) every checkpoint between timed epochs is spread
+    chunks, first = epoch_chunks(t0, walls, appended, [(2, 0.3), (3, 0.6)])
+    assert first == 0.0 and chunks == pytest.approx([1.3 + 0.3, 1.3 - 0.3 + 0.3, 1.3 - 0.6 + 0.3])
+    assert sum(chunks) == pytest.approx(sum(raw))
+
+
+def test_bare_loop_evaluation_leaves_the_weights_and_the_rng_alone(tmp_path):
+    """Loop (b')'s evaluation is only an evaluation: the model's weights, its training mode and the
+    global RNG are as before, so (b') trains exactly as (b)."""
+    import torch
+
+    from optbench import bench
+
+    setup = bench.make_setup("digits_mlp", 4, tmp_path, "cpu")
+    a, b = bench.BareLoop(setup, "cpu"), bench.BareLoop(setup, "cpu")
+    torch.manual_seed(0)
+    a.run(3)
+    torch.manual_seed(0)
+    b.run(1)
+    before = torch.get_rng_state()
+    b.evaluate()
+    assert torch.equal(torch.get_rng_state(), before) and b.task.model.training
+    b.run(2)
+    for p, q in zip(a.task.model.parameters(), b.task.model.parameters()):
+        assert torch.equal(p, q)
 
 
 def test_bench_sizes_dataset_problems_on_fake_data(tmp_path):
