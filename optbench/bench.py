@@ -560,15 +560,18 @@ def _quartiles(values: Sequence[float]) -> tuple[float, float]:
 def run(problem_names: Iterable[str], *, steps: int | None = None, seconds: float = 0.5, repeats: int = 7,
         device: str = "cpu", threads: int | None = None, clock: str | None = None,
         progress: Callable[[str], None] = print, fit_batch: Sequence[float] = (),
-        study: Any = None) -> list[Result]:
+        study: Any = None, precision: str = "fp32", cudnn_benchmark: bool = False) -> list[Result]:
     """Bench each problem; with ``study`` (a loaded study file), each of its problems as the study sets
     it up — its argument overrides, its largest batch size for the three loops and its smallest for the
     step-time fit — under the profile key the estimate of that study looks up."""
     global _clock
     import torch
 
+    from optbench import numerics
+
     if threads:
         torch.set_num_threads(threads)
+    numerics.configure(precision, cudnn_benchmark)  # as the worker sets them (profile keys of the same names)
     _clock = CLOCKS[clock or "wall"]
     results = []
     with tempfile.TemporaryDirectory(prefix="optbench-bench-") as tmp:
@@ -653,10 +656,15 @@ def environment(device: str) -> dict[str, Any]:
 
     import torch
 
+    from optbench import numerics
+
     env = {"device": device, "threads": torch.get_num_threads(), "torch": torch.__version__,
            "cpu": platform.processor() or platform.machine(), "cpus": os.cpu_count()}
     if device.startswith("cuda"):
         env["gpu"] = torch.cuda.get_device_name()
+        now = numerics.current()
+        env["precision"] = "fp32" if now["matmul"] == "ieee" else "tf32"
+        env["cudnn_benchmark"] = now["cudnn_benchmark"]
     return env
 
 
@@ -692,6 +700,8 @@ def write_device_profile(path: str | Path, results: Sequence[Result], device: st
            "measured": True, "device": device, "threads_per_run": env["threads"],
            "runs_in_parallel": old.get("runs_in_parallel", 1), "parallel_speedup": old.get("parallel_speedup", 1.0),
            "command": command}
+    if "precision" in env:  # GPU speeds depend on it: the profile says which arithmetic they are for
+        top["precision"], top["cudnn_benchmark"] = env["precision"], env["cudnn_benchmark"]
     if task_start_s is not None:
         top["task_start_s"] = task_start_s
     elif "task_start_s" in old:

@@ -57,11 +57,12 @@ def cmd_bench(args) -> int:
 
         device = "cuda" if torch.cuda.is_available() else "cpu"
     results = bench.run(names, steps=args.steps, seconds=args.seconds, repeats=args.repeats, device=device,
-                        threads=args.threads, progress=_print, fit_batch=args.fit_batch, study=study)
+                        threads=args.threads, progress=_print, fit_batch=args.fit_batch, study=study,
+                        precision=args.precision, cudnn_benchmark=args.cudnn_benchmark)
     env = bench.environment(device)
     print(f"\n{env['device']}, {env['threads']} torch thread(s), torch {env['torch']}, {env['cpu']} "
           f"({env['cpus']} CPUs){', ' + env['gpu'] if 'gpu' in env else ''}; optimizer {bench.OPTIMIZER}, "
-          f"{args.repeats} rounds")
+          f"{args.repeats} rounds" + (f", {env['precision']}" if device.startswith("cuda") else ""))
     print(bench.format_table(results))
     print(bench.format_fits(results))
     if args.write_device:
@@ -161,6 +162,10 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--repeats", type=int, default=7, help="interleaved rounds (default 7)")
     sp.add_argument("--threads", type=int, default=1, help="torch threads (default 1: one run per core)")
     sp.add_argument("--device", choices=["auto", "cpu", "cuda"], default="cpu")
+    sp.add_argument("--precision", choices=["fp32", "tf32"], default="fp32",
+                    help="GPU arithmetic, as the profile key `precision` sets it for the worker (default fp32)")
+    sp.add_argument("--cudnn-benchmark", action="store_true",
+                    help="let cuDNN time and pick its algorithms, as the profile key `cudnn_benchmark`")
     sp.add_argument("--write-device", default=None, metavar="FILE",
                     help="write (or update) a device profile for `optbench plan --estimate` from loop (a)'s speeds")
     sp.add_argument("--fit-batch", type=float, nargs="+", default=(), metavar="FACTOR",

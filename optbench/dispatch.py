@@ -126,6 +126,20 @@ def make_executor(profile: Profile, res: Resources, folder: Path, job_name: str)
 
 
 # ------------------------------------------------------------------ ledger and liveness
+def task_options(profile: Profile, res: Resources, n_tasks: int) -> dict[str, Any]:
+    """What every array task of one array is told besides its runs: the worker's settings from the
+    profile (threads, device, checkpointing, GPU numerics)."""
+    threads = res.threads or (max(1, (os.cpu_count() or 1) // max(1, n_tasks))
+                              if profile.executor == "local" else res.cpus_per_task)
+    options = {"threads": threads, "device": res.device, "checkpoint_every_s": profile.checkpoint_every_s,
+               "checkpoint_every_epoch": res.checkpoint_every_epoch,
+               "checkpoint_overhead": float(res.checkpoint_overhead),
+               "precision": res.precision, "cudnn_benchmark": res.cudnn_benchmark}
+    if res.runs_in_parallel > 1:
+        options["runs_in_parallel"] = res.runs_in_parallel
+    return options
+
+
 def ledger(study_dir: Path) -> list[dict[str, Any]]:
     d = study_dir / LEDGER_DIR
     out = []
@@ -305,14 +319,7 @@ def submit(study_dir: str | Path, profile: Profile, progress: Callable[[str], No
         study_name = str(plan["study"].iloc[0])
         for ai, arr in enumerate(arrays):
             ex = make_executor(profile, arr.resources, folder / "%j", f"optbench-{study_name}")
-            threads = arr.resources.threads or (max(1, (os.cpu_count() or 1) // max(1, len(arr.chunks)))
-                                                if profile.executor == "local" else arr.resources.cpus_per_task)
-            options = {"threads": threads, "device": arr.resources.device,
-                       "checkpoint_every_s": profile.checkpoint_every_s,
-                       "checkpoint_every_epoch": arr.resources.checkpoint_every_epoch,
-                       "checkpoint_overhead": float(arr.resources.checkpoint_overhead)}
-            if arr.resources.runs_in_parallel > 1:
-                options["runs_in_parallel"] = arr.resources.runs_in_parallel
+            options = task_options(profile, arr.resources, len(arr.chunks))
             names = [f"task-{stamp}-a{ai:03d}-t{ti:04d}" for ti in range(len(arr.chunks))]
             try:
                 with ex.batch():

@@ -1,6 +1,6 @@
 """Executor profiles: how a study is laid onto a machine or a Slurm cluster (``slurm/*.toml``).
 
-A profile is a TOML file; every key is documented in ``slurm/README.md`` and validated here.
+A profile is a TOML file; every key is documented in the README ("Executor profiles") and validated here.
 Keys under ``[problems.<name>]`` override the resources for one problem (a quadratic needs no
 GPU and can take a thousand runs per task; a Wide ResNet wants a whole GPU per run).
 """
@@ -11,6 +11,7 @@ import tomllib
 from pathlib import Path
 from typing import Any, Mapping
 
+from optbench import numerics
 from optbench.errors import OptbenchError
 
 
@@ -36,6 +37,11 @@ class Resources:
     # signal; checkpoint_overhead = 1: every epoch whatever it costs.
     checkpoint_every_epoch: bool = True
     checkpoint_overhead: float = 0.005
+    # GPU arithmetic (optbench.numerics): "fp32" everywhere (the published runs' arithmetic; PyTorch's
+    # own default would use TF32 in cuDNN convolutions and RNNs only) or "tf32" everywhere (faster on
+    # Ampere and later, different numbers); cudnn_benchmark: let cuDNN time and pick its algorithms
+    precision: str = "fp32"
+    cudnn_benchmark: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -80,6 +86,10 @@ def _resources(table: Mapping[str, Any], base: Resources, where: str) -> Resourc
         raise ProfileError(f"{where}: checkpoint_overhead must be a fraction in (0, 1], got {r.checkpoint_overhead!r}")
     if r.device not in ("auto", "cpu", "cuda"):
         raise ProfileError(f"{where}: device must be auto, cpu or cuda, got {r.device!r}")
+    if r.precision not in numerics.PRECISIONS:
+        raise ProfileError(f"{where}: precision must be {' or '.join(numerics.PRECISIONS)}, got {r.precision!r}")
+    if not isinstance(r.cudnn_benchmark, bool):
+        raise ProfileError(f"{where}: cudnn_benchmark must be true or false, got {r.cudnn_benchmark!r}")
     return r
 
 

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import submitit
 
-from optbench import planner
+from optbench import numerics, planner
 from optbench.checkpoint import CheckpointStore
 from optbench.interrupt import Interrupt
 from optbench.leases import RunLease
@@ -109,6 +109,7 @@ class ChunkRunner(submitit.helpers.Checkpointable):
         if threads:
             torch.set_num_threads(threads)
         device = pick_device(opts.get("device", "auto"))
+        numerics_set = numerics.configure(opts.get("precision", "fp32"), bool(opts.get("cudnn_benchmark", False)))
         study = Path(study_dir)
         plan = planner.load_plan(study, verify=False)
         plan = plan[plan["run_id"].isin(run_ids)]
@@ -137,6 +138,7 @@ class ChunkRunner(submitit.helpers.Checkpointable):
                     tf.begin_run(rid, rec.to_json(), {"host": socket.gethostname(), "job_id": job_id(),
                                                       "versions": versions(), "device": device,
                                                       "requeues": restarts, "threads": torch.get_num_threads(),
+                                                      **numerics_set,
                                                       "pid": os.getpid(),
                                                       "cuda_visible_devices":
                                                           os.environ.get("CUDA_VISIBLE_DEVICES", "")})
