@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/bench_parallel.py [--problem quadratic_deep] [--runs 16] [--epochs 100]
                                                   [--rounds 2] [--update-device slurm/devices/cpu-2core.toml]
+                                                  [--device cuda --parallel 4]
 
 Plans a small study (``--runs`` one-shot runs of one problem, its real model and data, ``--epochs``
 epochs each) and trains the same chunk, from scratch, once per mode and round, each time as a
@@ -11,6 +12,12 @@ results, checkpoints and leases included):
 - ``seq-1t``: one run at a time, 1 torch thread;
 - ``seq-Nt``: one run at a time, all the cores' threads (``--cores``, default all CPUs);
 - ``par-N``:  ``runs_in_parallel = cores`` runs at once, 1 thread each (the profile key).
+
+With ``--device cuda`` the runs share one GPU: ``seq`` (one run at a time, all the cores' threads)
+and ``par-K`` (``--parallel`` runs at once, default 4, the cores' threads split between them); the
+``parallel_speedup`` is then par-K / seq, since ``optbench bench --device cuda`` measures one run
+alone on the device. The dataset problems (P2–P8) train on fake files in the real formats
+(``--fake-train`` examples; the real model), written to a temporary data directory.
 
 It prints runs per hour of each mode (best round) and the ratios par-N / seq-Nt ("N runs at once vs
 one run using the whole device") and par-N / seq-1t (the ``parallel_speedup`` of the cost model:
@@ -22,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import shutil
 import subprocess
@@ -40,17 +48,37 @@ optimizers = ["adam"]
 schedules = ["cosine"]
 [problem_settings.{problem}]
 num_epochs = {epochs}
+{extra}
 [oneshot]
 seeds = {seeds}
 """
 
 
-def plan(tmp: Path, problem: str, runs: int, epochs: int) -> tuple[Path, list[str]]:
+def fake_data(tmp: Path, problem: str, n_train: int) -> str:
+    """Fake files for a dataset problem (none for the offline ones); the study settings that use them."""
+    from optbench import problems
+    from optbench.problems import fake_data as fake
+
+    spec = problems.get(problem)
+    if spec.dataset is None:
+        return ""
+    n_eval = max(spec.batch_size, n_train // 10)
+    if spec.dataset == "tolstoi":
+        seq = int(spec.args["seq_len"])  # as optbench.bench.sized_args: 20 % of the text is the test split
+        fake.write_tolstoi(tmp / "data" / "tolstoi", math.ceil((n_eval * seq + n_train * seq + 1) / 0.8) + 1 + seq)
+        return (f'data_dir = "{tmp / "data"}"\nn_valid = {n_eval * seq}\ntrain_eval_size = {n_eval * seq}\n'
+                f"max_train = {n_train}")
+    fake.write_fake(spec.dataset, tmp / "data", n_train=n_train + n_eval, n_test=n_eval)
+    return f'data_dir = "{tmp / "data"}"\nn_valid = {n_eval}\ntrain_eval_size = {n_eval}\nmax_train = {n_train}'
+
+
+def plan(tmp: Path, problem: str, runs: int, epochs: int, fake_train: int = 0) -> tuple[Path, list[str]]:
     from optbench import planner
     from optbench.study import load_study
 
     toml = tmp / "study.toml"
-    toml.write_text(STUDY.format(problem=problem, epochs=epochs, seeds=list(range(runs))))
+    extra = fake_data(tmp, problem, fake_train) if fake_train else ""
+    toml.write_text(STUDY.format(problem=problem, epochs=epochs, seeds=list(range(runs)), extra=extra))
     d = tmp / "plan"
     df = planner.write_plan(load_study(toml), d, progress=lambda m: None)
     return d, list(df[df["kind"] == "oneshot"]["run_id"])
@@ -80,16 +108,29 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--epochs", type=int, default=100)
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--cores", type=int, default=os.cpu_count() or 1)
+    ap.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    ap.add_argument("--parallel", type=int, default=None,
+                    help="runs at once (default: --cores on a CPU, 4 on a GPU)")
+    ap.add_argument("--fake-train", type=int, default=6400,
+                    help="training examples of the fake data set of a dataset problem (default 6400)")
     ap.add_argument("--update-device", default=None, metavar="FILE",
                     help="write runs_in_parallel and parallel_speedup (par-N / seq-1t) into this device profile")
     args = ap.parse_args(argv)
     n = args.cores
-    modes = {"seq-1t": {"threads": 1, "device": "cpu"},
-             f"seq-{n}t": {"threads": n, "device": "cpu"},
-             f"par-{n}": {"threads": n, "runs_in_parallel": n, "device": "cpu"}}
+    if args.device == "cuda":
+        k = args.parallel or 4
+        modes = {"seq": {"threads": n, "device": "cuda"},
+                 f"par-{k}": {"threads": n, "runs_in_parallel": k, "device": "cuda"}}
+        device_mode, reference = "seq", "seq"  # bench --device cuda measures one run alone on the GPU
+    else:
+        k = args.parallel or n
+        modes = {"seq-1t": {"threads": 1, "device": "cpu"},
+                 f"seq-{n}t": {"threads": n, "device": "cpu"},
+                 f"par-{k}": {"threads": n, "runs_in_parallel": k, "device": "cpu"}}
+        device_mode, reference = f"seq-{n}t", "seq-1t"  # bench measures one 1-thread run
     with tempfile.TemporaryDirectory(prefix="optbench-bench-parallel-") as tmp:
-        plan_dir, ids = plan(Path(tmp), args.problem, args.runs, args.epochs)
-        print(f"{len(ids)} runs of {args.problem} ({args.epochs} epochs each) per task; {n} cores; "
+        plan_dir, ids = plan(Path(tmp), args.problem, args.runs, args.epochs, args.fake_train)
+        print(f"{len(ids)} runs of {args.problem} ({args.epochs} epochs each) per task; {n} cores, {args.device}; "
               f"load average before: {os.getloadavg()[0]:.2f}", flush=True)
         walls: dict[str, list[float]] = {m: [] for m in modes}
         names = list(modes)
@@ -103,17 +144,19 @@ def main(argv: list[str] | None = None) -> int:
           f"(process start, plan, HDF5, checkpoints) included; load average after: {os.getloadavg()[0]:.2f}")
     for m, v in rph.items():
         print(f"  {m:<8} {v:9.0f} runs/h")
-    vs_device = rph[f"par-{n}"] / rph[f"seq-{n}t"]
-    vs_one = rph[f"par-{n}"] / rph["seq-1t"]
-    print(f"  par-{n} / seq-{n}t = {vs_device:.2f}x   ({n} runs at once vs one run on all {n} cores; goal >= 1.6)")
-    print(f"  par-{n} / seq-1t = {vs_one:.2f}x   ({n} runs at once vs one 1-thread run alone: parallel_speedup)")
+    vs_device = rph[f"par-{k}"] / rph[device_mode]
+    vs_one = rph[f"par-{k}"] / rph[reference]
+    print(f"  par-{k} / {device_mode} = {vs_device:.2f}x   ({k} runs at once vs one run using the whole device"
+          + ("; goal >= 1.6)" if args.device == "cpu" else ")"))
+    if reference != device_mode:
+        print(f"  par-{k} / {reference} = {vs_one:.2f}x   ({k} runs at once vs one 1-thread run alone: parallel_speedup)")
     if args.update_device:
         from optbench import estimate
 
         cmd = "python benchmarks/bench_parallel.py " + " ".join(argv if argv is not None else sys.argv[1:])
-        estimate.update_device(args.update_device, runs_in_parallel=n, parallel_speedup=round(vs_one, 3),
+        estimate.update_device(args.update_device, runs_in_parallel=k, parallel_speedup=round(vs_one, 3),
                                parallel_command=cmd)
-        print(f"updated {args.update_device}: runs_in_parallel = {n}, parallel_speedup = {vs_one:.2f}")
+        print(f"updated {args.update_device}: runs_in_parallel = {k}, parallel_speedup = {vs_one:.2f}")
     return 0
 
 

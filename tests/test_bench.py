@@ -364,3 +364,15 @@ def test_parallel_task_signalled_while_its_processes_start(tiny_study, tmp_path)
     assert out.count("SIGUSR2 arrived while the task was starting") == 2, out  # both processes noted it
     states, _ = scan_results(study_dir)
     assert not any(s["status"] in ("finished", "diverged") for s in states.values())  # nothing trained to the end
+
+
+def test_gpu_check_script_passes_on_the_cpu():
+    """benchmarks/gpu_check.py is what a GPU session runs in one go; on the CPU the same checks run
+    (train, agree with the CPU before training, resume to the same curve, a worker task) and pass."""
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "benchmarks/gpu_check.py", "--device", "cpu", "--problems", "quadratic_deep",
+                          "digits_mlp"], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "all checks passed" in out.stdout and out.stdout.count("resume bit-identical") == 2

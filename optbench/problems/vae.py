@@ -8,8 +8,9 @@ dense 784 with a sigmoid. Loss per image: Σ(x̂ − x)² + KL = −½Σ(1 + 2σ
 averaged over the batch. TF layer defaults: glorot_uniform kernels, zero biases. No regularisation,
 no accuracy.
 
-DeepOBS samples ε at evaluation too. Here evaluation draws ε from a generator with a fixed seed,
-so an evaluation is a deterministic function of the weights and does not advance the training RNG.
+DeepOBS samples ε at evaluation too. Here evaluation draws ε from a CPU generator with a fixed seed,
+so an evaluation is a deterministic function of the weights, the same on a CPU and a GPU, and does
+not advance the training RNG.
 """
 from __future__ import annotations
 
@@ -57,8 +58,10 @@ class VAE(nn.Module):
     def noise(self, like: torch.Tensor) -> torch.Tensor:
         if self.training:
             return torch.randn_like(like)
-        g = torch.Generator(device=like.device).manual_seed(EVAL_NOISE_SEED)
-        return torch.randn(like.shape, generator=g, device=like.device, dtype=like.dtype)
+        # drawn on the CPU and copied (a batch x 8 tensor): a GPU's generator would give other numbers,
+        # and an evaluation would then depend on the device it ran on
+        g = torch.Generator().manual_seed(EVAL_NOISE_SEED)
+        return torch.randn(like.shape, generator=g, dtype=like.dtype).to(like.device)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         mean, log_std = self.encode(x)

@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# The GPU checks and measurements in one run (README "GPU check"), sized for a few minutes on one GPU:
+#   1. benchmarks/gpu_check.py: every problem trains on CUDA, agrees with the CPU before training,
+#      resumes from a checkpoint to the same curve; a worker task records device = cuda;
+#   2. optbench bench --device cuda: optbench's loop vs the bare and naive loops per problem, and a
+#      GPU device profile for the cost model ($OUT/gpu.toml);
+#   3. benchmarks/bench_parallel.py --device cuda: several small runs sharing the GPU vs one at a time.
+# Output goes to $OUT (default /tmp/optbench-gpu). Python packages the GPU machine lacks can be carried
+# as wheels in .whl/ (README); they are installed into /tmp/site first.
+set -uo pipefail
+OUT=${OUT:-/tmp/optbench-gpu}
+mkdir -p "$OUT"
+export PYTHONUNBUFFERED=1
+PY=${PY:-python3}
+cd "$(dirname "$0")/.."
+if compgen -G ".whl/*.whl" > /dev/null; then
+    "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
+        || { echo "gpu_check: installing .whl/ failed"; exit 1; }
+    export PYTHONPATH=/tmp/site:$PWD
+else
+    export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
+fi
+THREADS=${THREADS:-8}
+DEVICE=${DEVICE:-cuda}   # DEVICE=cpu runs the same steps on the CPU (how the script itself is tried out)
+PROBLEMS=${PROBLEMS:-quadratic_deep digits_mlp mnist1d_mlp shakespeare_char_rnn uniform_tokens_lm zipf_tokens_lm \
+mnist_vae fmnist_vae fmnist_2c2d cifar10_3c3d tolstoi_char_rnn svhn_wrn164 cifar100_allcnnc}
+SHARED=${SHARED:-fmnist_2c2d mnist_vae}   # problems whose runs share the device in step 3 (the first sets the profile)
+rc=0
+{ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>&1
+  "$PY" -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda, torch.cuda.is_available())"
+} | tee "$OUT/gpu.txt"
+
+echo "== 1. CUDA path" | tee "$OUT/check.txt"
+"$PY" benchmarks/gpu_check.py --device "$DEVICE" --problems $PROBLEMS 2>&1 | tee -a "$OUT/check.txt" || rc=1
+
+echo "== 2. per-run speed on the GPU" | tee "$OUT/bench.txt"
+"$PY" -m optbench bench --device "$DEVICE" --threads "$THREADS" --repeats 3 --fit-batch 0.125 --problems $PROBLEMS \
+    --write-device "$OUT/gpu.toml" 2>&1 | tee -a "$OUT/bench.txt" || rc=1
+
+echo "== 3. runs sharing the GPU" | tee "$OUT/parallel.txt"
+update=(--update-device "$OUT/gpu.toml")
+for p in $SHARED; do
+    "$PY" benchmarks/bench_parallel.py --device "$DEVICE" --problem "$p" --parallel 4 --runs 8 --epochs 2 \
+        --fake-train "${FAKE_TRAIN:-12800}" --cores "$THREADS" --rounds 2 "${update[@]}" 2>&1 | tee -a "$OUT/parallel.txt" || rc=1
+    update=()
+done
+exit $rc
