@@ -212,13 +212,15 @@ class _TimeModule:
 
 
 def epoch_chunks(t0: float, walls: Sequence[float], appended: Sequence[float],
-                 saves: Sequence[tuple[int, float]]) -> tuple[list[float], float]:
-    """Loop (a)'s training time of each timed epoch (2, 3, …) and the first checkpoint's time.
+                 saves: Sequence[tuple[int, float]],
+                 writes: Sequence[tuple[int, float]] = ()) -> tuple[list[float], float]:
+    """Loop (a)'s training time of each timed epoch (2, 3, …) and its per-run I/O seconds.
 
     ``walls[e]``: the row of epoch e's ``wall_time`` (from ``t0``, taken before its evaluation);
-    ``appended[e]``: when that row reached the sink (after the evaluation); ``saves``: (epoch,
-    seconds) of each epoch-end checkpoint, written after the row of that epoch, so inside the
-    next epoch's time.
+    ``appended[e]``: when that row reached the sink (after the evaluation); ``saves`` and
+    ``writes``: (epoch, seconds) of each epoch-end checkpoint and each write of rows to the result
+    file, made after the row of that epoch, so inside the next epoch's time. Per run: the first
+    checkpoint and the writes outside the timed epochs (the first row's, the last rows').
     """
     epochs = len(walls) - 1
     chunks = [(t0 + walls[e]) - appended[e - 1] for e in range(2, epochs + 1)]
@@ -232,26 +234,47 @@ def epoch_chunks(t0: float, walls: Sequence[float], appended: Sequence[float],
     # The later (grouped) checkpoints land in one epoch in tens: a median over the epochs would
     # leave them out, so each timed epoch carries an equal share of them instead (a checkpoint
     # written after epoch e falls into the chunk of epoch e + 1, chunks[e - 1]).
-    later = [(e, s) for e, s in saves[n_first:] if 1 <= e <= epochs - 1]
+    # Rows are written to the result file in groups too: spread the same way.
+    later = [(e, s) for e, s in [*saves[n_first:], *writes] if 1 <= e <= epochs - 1]
     for e, s in later:
         chunks[e - 1] -= s
     share = sum(s for _, s in later) / len(chunks)
-    return [c + share for c in chunks], first
+    per_run = first + sum(s for e, s in writes if not 1 <= e <= epochs - 1)
+    return [c + share for c in chunks], per_run
 
 
 def measure_optbench(setup: Setup, device: str) -> dict[str, list[float]]:
     """Loop (a): train_run; the time of each epoch's training steps (epochs 2..), of each evaluation,
     and of the run's set-up (building the task and the optimizer: from the call to the first checkpoint
-    lookup; plus the first epoch-end checkpoint, written once per run)."""
+    lookup; plus the first epoch-end checkpoint and the row writes outside the timed epochs).
+
+    As in the worker, the rows go to a real result file through :class:`optbench.storage.RowWriter`
+    (in groups; all of them before each checkpoint) and the checkpoints to a real CheckpointStore."""
     from optbench import trainer
     from optbench.checkpoint import CheckpointStore
     from optbench.interrupt import Interrupt
     from optbench.profiles import Resources
+    from optbench.storage import RowWriter, TaskFile
 
     appended: list[float] = []
     rows: list[Any] = []
     started: list[float] = []
     clock = _clock
+    defaults = Resources()
+    record = _record(setup)
+    ckpt_dir = tempfile.TemporaryDirectory(prefix="optbench-bench-ckpt-")
+    store = CheckpointStore(ckpt_dir.name)
+    tf = TaskFile(Path(ckpt_dir.name) / "results.h5")
+    tf.begin_run(record.run_id, record.to_json(), {})
+    writer = RowWriter(tf, record.run_id, defaults.checkpoint_overhead)
+    saves: list[tuple[int, float]] = []  # (epoch, seconds) of each checkpoint written
+    writes: list[tuple[int, float]] = []  # (epoch of the last row, seconds) of each write of rows
+
+    def write(flush: bool, row=None) -> None:
+        n, t = len(writer.pending), clock()
+        writer.flush() if flush else writer.append(row)
+        if len(writer.pending) < n + (0 if flush else 1):  # rows went to the file
+            writes.append((len(rows) - 1, clock() - t))
 
     class Sink:
         def rows_restored(self, r):  # never called: there is no checkpoint to resume from
@@ -260,17 +283,13 @@ def measure_optbench(setup: Setup, device: str) -> dict[str, list[float]]:
         def append(self, row):
             appended.append(clock())
             rows.append(row)
-
-    record = _record(setup)
-    ckpt_dir = tempfile.TemporaryDirectory(prefix="optbench-bench-ckpt-")
-    store = CheckpointStore(ckpt_dir.name)
-
-    saves: list[tuple[int, float]] = []  # (epoch, seconds) of each checkpoint written
+            write(False, row)
 
     def checkpoint(state):
         if state is None:
             started.append(clock())  # train_run sets t_start right after this call
         else:
+            write(True)  # the worker writes the waiting rows first
             t = clock()
             store.save(record.run_id, state)
             saves.append((state["epoch"], clock() - t))
@@ -278,13 +297,13 @@ def measure_optbench(setup: Setup, device: str) -> dict[str, list[float]]:
 
     real_time = trainer.time
     trainer.time = _TimeModule(clock)
-    defaults = Resources()
     called = clock()
     try:
         status = trainer.train_run(record, sink=Sink(), checkpoint=checkpoint, interrupt=Interrupt(),
                                    device=device, checkpoint_every_s=1e9,
                                    checkpoint_every_epoch=defaults.checkpoint_every_epoch,
                                    checkpoint_overhead=defaults.checkpoint_overhead)
+        write(True)  # the worker's write of the last rows at the run's end
     finally:
         trainer.time = real_time
         ckpt_dir.cleanup()
@@ -293,9 +312,9 @@ def measure_optbench(setup: Setup, device: str) -> dict[str, list[float]]:
     epochs = len(rows) - 1
     if status != "finished" or epochs < 2:
         raise RuntimeError(f"{setup.problem}: benchmark run {status} after {epochs} epochs")
-    chunks, first = epoch_chunks(t0, walls, appended, saves)
+    chunks, per_run = epoch_chunks(t0, walls, appended, saves, writes)
     return {"chunks": chunks, "eval": [appended[e] - (t0 + walls[e]) for e in range(1, epochs + 1)],
-            "setup": [t0 - called + first]}
+            "setup": [t0 - called + per_run]}
 
 
 class BareLoop:

@@ -14,6 +14,7 @@ Failure semantics, per run:
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import time
@@ -21,7 +22,6 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import submitit
 
 from optbench import numerics, planner
@@ -29,7 +29,7 @@ from optbench.checkpoint import CheckpointStore
 from optbench.interrupt import Interrupt
 from optbench.leases import RunLease
 from optbench.profiles import Resources
-from optbench.storage import DONE, RESULTS_DIR, TaskFile, ensure_writable, quarantine, versions
+from optbench.storage import DONE, RESULTS_DIR, RowWriter, TaskFile, ensure_writable, quarantine, versions
 
 
 def task_file_for(study_dir: Path, task_name: str) -> TaskFile:
@@ -45,17 +45,6 @@ def task_file_for(study_dir: Path, task_name: str) -> TaskFile:
               f"recovered{' into ' + str(salvage) if salvage else ''}; the others resume from their checkpoints",
               flush=True)
     return tf
-
-
-class _FileSink:
-    def __init__(self, tf: TaskFile, run_id: str):
-        self.tf, self.run_id = tf, run_id
-
-    def rows_restored(self, rows: np.ndarray) -> None:
-        self.tf.set_rows(self.run_id, rows)
-
-    def append(self, row: np.ndarray) -> None:
-        self.tf.append(self.run_id, row)
 
 
 def job_id() -> str:
@@ -274,6 +263,8 @@ def train_one(rec, tf: TaskFile, ckpts: CheckpointStore, interrupt: Interrupt, d
 
     rid = rec.run_id
     noted = (lease.outcome() or {}) if lease is not None else {}
+    overhead = float(opts.get("checkpoint_overhead", Resources.checkpoint_overhead))
+    sink = RowWriter(tf, rid, overhead)  # rows in groups; all of them on disk before each checkpoint
 
     def checkpoint(state):
         if state is None:
@@ -283,12 +274,20 @@ def train_one(rec, tf: TaskFile, ckpts: CheckpointStore, interrupt: Interrupt, d
             elif noted.get("checkpointed_epoch") is not None:
                 tf.bump(rid, "scratch_restarts")
             return loaded
+        sink.flush()  # the file then holds every row the checkpoint holds (a resume trims it to them)
         ckpts.save(rid, state)
         if lease is not None:
             lease.record_outcome(status="running", checkpointed_epoch=state["epoch"], pos=state["pos"])
         return None
 
-    return train_run(rec, sink=_FileSink(tf, rid), checkpoint=checkpoint, interrupt=interrupt, device=device,
-                     checkpoint_every_s=float(opts.get("checkpoint_every_s", 300.0)),
-                     checkpoint_every_epoch=bool(opts.get("checkpoint_every_epoch", True)),
-                     checkpoint_overhead=float(opts.get("checkpoint_overhead", Resources.checkpoint_overhead)))
+    try:
+        status = train_run(rec, sink=sink, checkpoint=checkpoint, interrupt=interrupt, device=device,
+                           checkpoint_every_s=float(opts.get("checkpoint_every_s", 300.0)),
+                           checkpoint_every_epoch=bool(opts.get("checkpoint_every_epoch", True)),
+                           checkpoint_overhead=overhead)
+    except BaseException:
+        with contextlib.suppress(Exception):
+            sink.flush()  # the rows so far, beside the failure's record (best effort: the disk may be full)
+        raise
+    sink.flush()
+    return status

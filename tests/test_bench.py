@@ -236,14 +236,19 @@ def test_epoch_chunks_take_the_first_checkpoint_out_and_spread_the_later_ones():
     walls = [0.0, 1.0, 2.5, 4.0, 5.5]
     appended = [100.2, 101.2, 102.7, 104.2, 105.7]  # each evaluation 0.2 s
     saves = [(1, 0.05), (2, 0.3)]
-    chunks, first = epoch_chunks(t0, walls, appended, saves)
+    chunks, per_run = epoch_chunks(t0, walls, appended, saves)
     raw = [102.5 - 101.2, 104.0 - 102.7, 105.5 - 104.2]  # 1.3 s each, checkpoints included
-    assert first == 0.05
+    assert per_run == 0.05
     assert chunks == pytest.approx([raw[0] - 0.05 + 0.1, raw[1] - 0.3 + 0.1, raw[2] + 0.1])
     # without the first one (a resumed run) every checkpoint between timed epochs is spread
-    chunks, first = epoch_chunks(t0, walls, appended, [(2, 0.3), (3, 0.6)])
-    assert first == 0.0 and chunks == pytest.approx([1.3 + 0.3, 1.3 - 0.3 + 0.3, 1.3 - 0.6 + 0.3])
+    chunks, per_run = epoch_chunks(t0, walls, appended, [(2, 0.3), (3, 0.6)])
+    assert per_run == 0.0 and chunks == pytest.approx([1.3 + 0.3, 1.3 - 0.3 + 0.3, 1.3 - 0.6 + 0.3])
     assert sum(chunks) == pytest.approx(sum(raw))
+    # row writes: after rows 0 (before the first timed epoch) and 4 (after the last) they are per
+    # run; after row 2 (inside epoch 3's time) spread like a checkpoint
+    chunks, per_run = epoch_chunks(t0, walls, appended, saves, [(0, 0.01), (2, 0.06), (4, 0.02)])
+    assert per_run == pytest.approx(0.05 + 0.01 + 0.02)
+    assert chunks == pytest.approx([raw[0] - 0.05 + 0.12, raw[1] - 0.36 + 0.12, raw[2] + 0.12])
 
 
 def test_bare_loop_evaluation_leaves_the_weights_and_the_rng_alone(tmp_path):

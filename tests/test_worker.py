@@ -333,3 +333,67 @@ def test_problems_without_an_evaluation_batch_get_the_devices_default():
     task.eval_batch_size = n
     whole = evaluate(task, task.splits["train_eval"])
     assert batched == pytest.approx(whole, rel=1e-6)
+
+
+def test_row_writer_groups_rows_and_loses_none(tmp_path):
+    """Rows wait in memory while a write would cost more than `overhead` of the time since the last
+    one; flush writes them; the file holds every row, in order; a resume replaces pending rows."""
+    from optbench.storage import RowWriter, eval_row
+
+    now = [0.0]
+
+    class SlowFile(TaskFile):  # every write session takes 1 s of the fake clock
+        def append(self, run_id, rows):
+            now[0] += 1.0
+            return super().append(run_id, rows)
+
+    tf = SlowFile(tmp_path / "t.h5")
+    tf.begin_run("r", "{}", {})
+    w = RowWriter(tf, "r", overhead=0.1, clock=lambda: now[0])
+    rows = [eval_row({"epoch": e, "step": 10 * e, "train_loss": 1.0 / (e + 1)}) for e in range(25)]
+    written = []
+    for row in rows:
+        w.append(row)
+        written.append(len(tf.rows("r")))
+        now[0] += 2.0  # an epoch: 2 s
+    # the first row at once (written at t = 0, done at 1: it cost 1 s); the next write once 1 s / 0.1 =
+    # 10 s have passed since then: with row 5 (t = 11, rows 1-5), then with row 10 (t = 22, rows 6-10)
+    assert written[:11] == [1, 1, 1, 1, 1, 6, 6, 6, 6, 6, 11]
+    assert len(tf.rows("r")) < len(rows) and w.pending
+    w.flush()
+    assert np.array_equal(tf.rows("r")["epoch"], np.arange(25)) and not w.pending
+    w.flush()  # nothing waits: no write
+    assert len(tf.rows("r")) == 25
+    w.append(rows[0])
+    w.rows_restored(np.concatenate(rows[:3]))  # a resume: the checkpoint's rows, nothing pending
+    w.flush()
+    assert np.array_equal(tf.rows("r")["epoch"], np.arange(3))
+    every = RowWriter(tf, "r", overhead=1.0, clock=lambda: now[0])
+    every.append(rows[3])
+    assert len(tf.rows("r")) == 4 and not every.pending  # overhead 1: each row at once
+
+
+def test_worker_writes_all_rows_before_each_checkpoint(tiny_study, tmp_path, monkeypatch):
+    """The result file holds every row the checkpoint holds when the checkpoint is saved (a kill
+    right after it loses nothing the resume does not restore), and all rows at the run's end."""
+    from optbench import checkpoint
+    from optbench.worker import ChunkRunner
+
+    study_dir = tmp_path / "s"
+    df = planner.write_plan(load_study(tiny_study), study_dir, progress=lambda m: None)
+    rid = list(df[df.kind != "rerun"].run_id)[0]
+    seen = []
+    real_save = checkpoint.CheckpointStore.save
+
+    def save(self, run_id, state):
+        from optbench.trainer import _rows_from_checkpoint
+
+        seen.append((len(_rows_from_checkpoint(state["rows"])), len(TaskFile(study_dir / "results" / "task-c.h5").rows(run_id))))
+        return real_save(self, run_id, state)
+
+    monkeypatch.setattr(checkpoint.CheckpointStore, "save", save)
+    # a budget no write fits in: rows wait until a flush, and only the first epoch end is checkpointed
+    ChunkRunner()(str(study_dir), "task-c", [rid], {"threads": 1, "device": "cpu", "checkpoint_overhead": 1e-9})
+    epochs = int(df.set_index("run_id").loc[rid, "num_epochs"])
+    assert epochs >= 2 and seen == [(2, 2)]  # rows 0 and 1: row 1 was waiting and is written first
+    assert len(TaskFile(study_dir / "results" / "task-c.h5").rows(rid)) == epochs + 1
