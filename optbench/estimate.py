@@ -303,7 +303,8 @@ def format_estimate(df: pd.DataFrame, device: Device, study: str = "") -> str:
     scale = (f"{days:,.0f} device-days = {days / 365.25:,.1f} device-years" if total >= 24
              else f"{total * 60:,.1f} device-minutes")
     lines.append(f"  = {_hours(total)} device-hours = {scale} "
-                 f"(an upper bound: diverged runs stop early; per-run checkpoint/result I/O not counted)")
+                 f"(an upper bound: diverged runs stop early; checkpoints and result writes count as optbench bench "
+                 f"measured them, inside the step times)")
     return "\n".join(lines)
 
 
