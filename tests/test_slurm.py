@@ -44,6 +44,25 @@ def wait_done(study_dir: Path, timeout: float, n_expected: int | None = None) ->
         time.sleep(2)
 
 
+ACTIVE = {"PENDING", "RUNNING", "COMPLETING", "CONFIGURING", "SUSPENDED", "RESIZING"}
+
+
+def sacct(job_ids: list[str] | str, fields: str = "JobID,State", duplicates: bool = False,
+          timeout: float = 60) -> str:
+    """sacct's rows (``-P``) for these jobs once none is still active: a task writes its results before
+    its process ends and Slurm's accounting records the end a moment later, so a test that has seen
+    every run finished may still find the last task RUNNING."""
+    ids = ",".join(sorted(job_ids)) if isinstance(job_ids, (list, set, tuple)) else job_ids
+    cmd = ["sacct", "-n", "-X", "-P", "-o", fields, "-j", ids] + (["-D"] if duplicates else [])
+    deadline = time.time() + timeout
+    while True:
+        out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+        states = [(line.split("|")[-1].split() or [""])[0] for line in out.strip().splitlines()]
+        if not ACTIVE.intersection(states) or time.time() > deadline:
+            return out
+        time.sleep(1)
+
+
 def profile_file(tmp_path: Path, **overrides) -> Path:
     text = PROFILE.read_text()
     for k, v in overrides.items():
@@ -101,8 +120,7 @@ def test_300_runs_chunked_under_max_array_size(slurm_cluster, write_study, tmp_p
     assert len(array_ids) == predicted
     assert max(int(t["job_id"].split("_")[1]) for t in entries[0]["tasks"]) < max_array
     # Slurm agrees: every task of both arrays completed, none was rejected or failed
-    out = subprocess.run(["sacct", "-n", "-X", "-P", "-o", "JobID,State", "-j", ",".join(sorted(array_ids))],
-                         capture_output=True, text=True, check=True).stdout
+    out = sacct(sorted(array_ids))
     rows = [line.split("|") for line in out.strip().splitlines()]
     assert len(rows) == 60 and {s for _, s in rows} == {"COMPLETED"}, rows
 
@@ -225,9 +243,7 @@ def test_requeue_and_time_limit_mid_run_resume_exactly(slurm_cluster, write_stud
         for f in METRICS:
             np.testing.assert_array_equal(rows[f], ref[f], err_msg=f"{study_dir.name}: {f}")
     # the time-limited job went through several USR2 rounds without submitit giving up
-    out = subprocess.run(["sacct", "-n", "-X", "-D", "-P", "-o", "JobID,State", "-j",
-                          dispatch.ledger(b)[0]["tasks"][0]["job_id"].split("_")[0]],
-                         capture_output=True, text=True).stdout
+    out = sacct(dispatch.ledger(b)[0]["tasks"][0]["job_id"].split("_")[0], duplicates=True)
     assert out.count("REQUEUED") >= FORCED_TIME_LIMITS and "COMPLETED" in out, out
 
 
@@ -311,8 +327,7 @@ def test_usr2_while_the_task_is_starting_requeues_it(slurm_cluster, write_study,
     states = wait_done(s, 300)
     assert (states["state"] == "finished").all(), states
     check_exact(s, epochs)
-    out = subprocess.run(["sacct", "-n", "-X", "-D", "-P", "-o", "JobID,State", "-j", job.split("_")[0]],
-                         capture_output=True, text=True).stdout
+    out = sacct(job.split("_")[0], duplicates=True)
     assert "REQUEUED" in out and "FAILED" not in out and "COMPLETED" in out, out
 
 
@@ -335,7 +350,7 @@ def test_preemption_by_high_priority_partition(slurm_cluster, write_study, tmp_p
     _, attrs = curve(s, rid)
     assert int(attrs["requeues"]) >= 1, attrs
     check_exact(s, epochs)
-    out = subprocess.run(["sacct", "-n", "-X", "-P", "-o", "State", "-j", high], capture_output=True, text=True).stdout
+    out = sacct(high, fields="State")
     assert "COMPLETED" in out
 
 
