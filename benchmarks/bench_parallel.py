@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import shutil
 import subprocess
@@ -55,21 +54,16 @@ seeds = {seeds}
 
 
 def fake_data(tmp: Path, problem: str, n_train: int) -> str:
-    """Fake files for a dataset problem (none for the offline ones); the study settings that use them."""
-    from optbench import problems
-    from optbench.problems import fake_data as fake
+    """Fake files for a dataset problem (none for the offline ones), sized as ``optbench bench`` sizes
+    them, with evaluation splits of about a tenth of ``n_train``; the study settings that use them."""
+    from optbench import bench, problems
 
     spec = problems.get(problem)
     if spec.dataset is None:
         return ""
-    n_eval = max(spec.batch_size, n_train // 10)
-    if spec.dataset == "tolstoi":
-        seq = int(spec.args["seq_len"])  # as optbench.bench.sized_args: 20 % of the text is the test split
-        fake.write_tolstoi(tmp / "data" / "tolstoi", math.ceil((n_eval * seq + n_train * seq + 1) / 0.8) + 1 + seq)
-        return (f'data_dir = "{tmp / "data"}"\nn_valid = {n_eval * seq}\ntrain_eval_size = {n_eval * seq}\n'
-                f"max_train = {n_train}")
-    fake.write_fake(spec.dataset, tmp / "data", n_train=n_train + n_eval, n_test=n_eval)
-    return f'data_dir = "{tmp / "data"}"\nn_valid = {n_eval}\ntrain_eval_size = {n_eval}\nmax_train = {n_train}'
+    bs = spec.batch_size
+    args = bench.sized_args(problem, max(1, n_train // bs), tmp / "data", eval_batches=max(1, n_train // 10 // bs))
+    return "\n".join(f"{k} = {json.dumps(args[k])}" for k in ("data_dir", "n_valid", "train_eval_size", "max_train"))
 
 
 def plan(tmp: Path, problem: str, runs: int, epochs: int, fake_train: int = 0) -> tuple[Path, list[str]]:

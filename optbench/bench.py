@@ -96,8 +96,10 @@ class Setup:
 
 
 def sized_args(problem: str, steps_per_epoch: int, data_dir: Path, batch_size: int | None = None,
-               overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """Problem arguments giving about ``steps_per_epoch`` training steps per epoch (real model sizes).
+               overrides: Mapping[str, Any] | None = None, eval_batches: int = 1) -> dict[str, Any]:
+    """Problem arguments giving about ``steps_per_epoch`` training steps per epoch (real model sizes);
+    the dataset problems get fake files of that size in ``data_dir``, with evaluation splits of
+    ``eval_batches`` batches each.
 
     Problems whose data set size is part of the problem and small (P1's 1,000 draws, the digits,
     MNIST-1D) keep their data: the benchmark then runs as many epochs as it needs.
@@ -109,15 +111,15 @@ def sized_args(problem: str, steps_per_epoch: int, data_dir: Path, batch_size: i
     args = {**spec.args, **dict(overrides or {})}  # a study's settings (model sizes); the data sizes are set below
     bs = batch_size or spec.batch_size
     n = bs * steps_per_epoch
+    n_eval = bs * eval_batches
     if spec.dataset == "tolstoi":
         seq = int(args["seq_len"])
-        n_valid = bs * seq
+        n_valid = n_eval * seq
         train_chars = n_valid + n * seq + 1
         total = math.ceil(train_chars / 0.8) + 1
         fake_data.write_tolstoi(data_dir / "tolstoi", total + seq)
-        args.update(data_dir=str(data_dir), n_valid=n_valid, train_eval_size=bs * seq, max_train=n)
+        args.update(data_dir=str(data_dir), n_valid=n_valid, train_eval_size=n_valid, max_train=n)
     elif spec.dataset is not None:
-        n_eval = bs
         fake_data.write_fake(spec.dataset, data_dir, n_train=n_eval + n, n_test=n_eval)
         args.update(data_dir=str(data_dir), n_valid=n_eval, train_eval_size=n_eval, max_train=n)
     if spec.dataset is not None:
@@ -264,17 +266,19 @@ def measure_optbench(setup: Setup, device: str) -> dict[str, list[float]]:
     record = _record(setup)
     ckpt_dir = tempfile.TemporaryDirectory(prefix="optbench-bench-ckpt-")
     store = CheckpointStore(ckpt_dir.name)
-    tf = TaskFile(Path(ckpt_dir.name) / "results.h5")
-    tf.begin_run(record.run_id, record.to_json(), {})
-    writer = RowWriter(tf, record.run_id, defaults.checkpoint_overhead)
     saves: list[tuple[int, float]] = []  # (epoch, seconds) of each checkpoint written
     writes: list[tuple[int, float]] = []  # (epoch of the last row, seconds) of each write of rows
 
-    def write(flush: bool, row=None) -> None:
-        n, t = len(writer.pending), clock()
-        writer.flush() if flush else writer.append(row)
-        if len(writer.pending) < n + (0 if flush else 1):  # rows went to the file
+    class TimedFile(TaskFile):
+        def append(self, run_id, new_rows):
+            t = clock()
+            n = super().append(run_id, new_rows)
             writes.append((len(rows) - 1, clock() - t))
+            return n
+
+    tf = TimedFile(Path(ckpt_dir.name) / "results.h5")
+    tf.begin_run(record.run_id, record.to_json(), {})
+    writer = RowWriter(tf, record.run_id, defaults.checkpoint_overhead)
 
     class Sink:
         def rows_restored(self, r):  # never called: there is no checkpoint to resume from
@@ -283,13 +287,13 @@ def measure_optbench(setup: Setup, device: str) -> dict[str, list[float]]:
         def append(self, row):
             appended.append(clock())
             rows.append(row)
-            write(False, row)
+            writer.append(row)
 
     def checkpoint(state):
         if state is None:
             started.append(clock())  # train_run sets t_start right after this call
         else:
-            write(True)  # the worker writes the waiting rows first
+            writer.flush()  # the worker writes the waiting rows first
             t = clock()
             store.save(record.run_id, state)
             saves.append((state["epoch"], clock() - t))
@@ -303,7 +307,7 @@ def measure_optbench(setup: Setup, device: str) -> dict[str, list[float]]:
                                    device=device, checkpoint_every_s=1e9,
                                    checkpoint_every_epoch=defaults.checkpoint_every_epoch,
                                    checkpoint_overhead=defaults.checkpoint_overhead)
-        write(True)  # the worker's write of the last rows at the run's end
+        writer.flush()  # the worker's write of the last rows at the run's end
     finally:
         trainer.time = real_time
         ckpt_dir.cleanup()

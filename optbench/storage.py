@@ -38,11 +38,13 @@ import os
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Mapping
+from typing import Any, Callable, Iterable, Iterator, Mapping
 
 import h5py
 import numpy as np
 from h5py import h5a, h5d, h5f, h5g, h5p, h5s
+
+from optbench.iobudget import IOBudget
 
 EVAL_FIELDS = ("epoch", "step", "lr", "train_loss", "train_accuracy", "valid_loss", "valid_accuracy",
                "test_loss", "test_accuracy", "minibatch_loss", "wall_time")
@@ -569,11 +571,10 @@ class RowWriter:
     """
 
     def __init__(self, tf: "TaskFile", run_id: str, overhead: float = 1.0,
-                 clock: Any = time.monotonic):
-        self.tf, self.run_id, self.overhead, self.clock = tf, run_id, overhead, clock
+                 clock: Callable[[], float] = time.monotonic):
+        self.tf, self.run_id = tf, run_id
         self.pending: list[np.ndarray] = []
-        self.last = clock()
-        self.cost = 0.0  # seconds the last write took
+        self.budget = IOBudget(overhead, clock)  # the same rule as the epoch-end checkpoints
 
     def rows_restored(self, rows: np.ndarray) -> None:
         self.pending.clear()
@@ -581,18 +582,15 @@ class RowWriter:
 
     def append(self, row: np.ndarray) -> None:
         self.pending.append(row)
-        if self.overhead >= 1 or (self.clock() - self.last) * self.overhead >= self.cost:
+        if self.budget.due():
             self.flush()
 
     def flush(self) -> None:
         """Write the rows that wait (none: nothing happens)."""
         if not self.pending:
             return
-        t = self.clock()
-        self.tf.append(self.run_id, np.concatenate(self.pending))
+        self.budget.spend(lambda: self.tf.append(self.run_id, np.concatenate(self.pending)))
         self.pending.clear()
-        self.last = self.clock()
-        self.cost = self.last - t
 
 
 def ensure_writable(directory: Path) -> None:

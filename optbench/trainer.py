@@ -8,8 +8,9 @@ Speed (see the README's performance section): data sit on the device and batches
 indexing; on a GPU the step losses stay on the device and are summed and read once per
 ``MB_FLUSH_STEPS_GPU`` steps (no host synchronisation per step; on a CPU reading a loss is not a
 synchronisation, and adding it to a Python float is the cheapest sum); epoch-wise schedules touch
-the learning rate once an epoch; evaluation runs under ``torch.inference_mode`` in large batches; epoch-end checkpoints of very short epochs are
-grouped so that writing them costs at most ``checkpoint_overhead`` of the time (a P1 epoch trains in
+the learning rate once an epoch; evaluation runs under ``torch.inference_mode`` in large batches;
+epoch-end checkpoints of very short epochs are grouped so that writing them costs at most
+``checkpoint_overhead`` of the time (:class:`~optbench.iobudget.IOBudget`; a P1 epoch trains in
 ~3 ms, its checkpoint takes ~1 ms).
 
 Determinism: the data order of epoch e is a permutation drawn from (seed, "data", e), so a resumed
@@ -26,6 +27,7 @@ import numpy as np
 import torch
 
 from optbench import optimizers, problems, schedules
+from optbench.iobudget import IOBudget
 from optbench.profiles import Resources
 from optbench.record import RunRecord, derive_seed
 from optbench.storage import EVAL_DTYPE, EVAL_FIELDS, eval_row
@@ -171,15 +173,12 @@ def train_run(record: RunRecord, *, sink: Sink, checkpoint: Callable[[dict | Non
     if not rows:
         if not record_eval(0):
             return "diverged"
-    last_ckpt = time.time()
-    ckpt_cost = 0.0  # seconds the last checkpoint took to write
+    # epoch-end checkpoints at most checkpoint_overhead of the time (the clock is looked up at each
+    # call: optbench bench replaces this module's ``time``)
+    ckpts = IOBudget(checkpoint_overhead, lambda: time.time())
 
     def save_checkpoint() -> None:
-        nonlocal last_ckpt, ckpt_cost
-        t = time.time()
-        checkpoint(snapshot())
-        last_ckpt = time.time()
-        ckpt_cost = last_ckpt - t
+        ckpts.spend(lambda: checkpoint(snapshot()))
 
     train = task.train
     g = torch.Generator()  # re-seeded every epoch: the same stream as a fresh generator with that seed
@@ -210,7 +209,7 @@ def train_run(record: RunRecord, *, sink: Sink, checkpoint: Callable[[dict | Non
             pos += 1
             if interrupt is not None and interrupt.requested:
                 interrupt.act(lambda: checkpoint(snapshot()))
-            if time.time() - last_ckpt > checkpoint_every_s:
+            if time.time() - ckpts.last > checkpoint_every_s:
                 save_checkpoint()
         epoch, pos = epoch + 1, 0
         finite = record_eval(epoch)
@@ -218,8 +217,7 @@ def train_run(record: RunRecord, *, sink: Sink, checkpoint: Callable[[dict | Non
         mb_count = 0
         if not finite:
             return "diverged"
-        if (epoch < record.num_epochs and checkpoint_every_epoch
-                and (checkpoint_overhead >= 1 or (time.time() - last_ckpt) * checkpoint_overhead >= ckpt_cost)):
+        if epoch < record.num_epochs and checkpoint_every_epoch and ckpts.due():
             save_checkpoint()
         if epoch < record.num_epochs and interrupt is not None and interrupt.requested:
             interrupt.act(lambda: checkpoint(snapshot()))
