@@ -8,7 +8,8 @@ Speed (see the README's performance section): data sit on the device and batches
 indexing; on a GPU the step losses stay on the device and are summed and read once per
 ``MB_FLUSH_STEPS_GPU`` steps (no host synchronisation per step; on a CPU reading a loss is not a
 synchronisation, and adding it to a Python float is the cheapest sum); epoch-wise schedules touch
-the learning rate once an epoch; evaluation runs under ``torch.inference_mode`` in large batches;
+the learning rate once an epoch; evaluation runs under ``torch.inference_mode`` in large batches (or in closed form where a
+problem has one: P1);
 epoch-end checkpoints of very short epochs are grouped so that writing them costs at most
 ``checkpoint_overhead`` of the time (:class:`~optbench.iobudget.IOBudget`; a P1 epoch trains in
 ~3 ms, its checkpoint takes ~1 ms).
@@ -58,6 +59,14 @@ def evaluate(task, split) -> tuple[float, float]:
                 has_acc = True
     model.train(was_training)
     return float(loss_sum) / n, (float(acc_sum) / n if has_acc else math.nan)
+
+
+def evaluate_split(task, name: str) -> tuple[float, float]:
+    """Mean loss and accuracy over the task's split ``name``: in closed form where the problem has one
+    (``task.split_eval``, P1), else by :func:`evaluate`."""
+    if task.split_eval is not None:
+        return task.split_eval(name)
+    return evaluate(task, task.splits[name])
 
 
 #: step losses kept on a GPU before they are folded into the float64 sum (one stack + sum + read);
@@ -162,9 +171,8 @@ def train_run(record: RunRecord, *, sink: Sink, checkpoint: Callable[[dict | Non
         values["wall_time"] = time.time() - t_start
         # the training split last: it is (or holds) the training data, which then stay in the CPU's
         # caches for the next epoch's steps (the first step after an evaluation was ~15 % slower)
-        for name, split in (("valid", task.splits["valid"]), ("test", task.splits["test"]),
-                            ("train", task.splits["train_eval"])):
-            values[f"{name}_loss"], values[f"{name}_accuracy"] = evaluate(task, split)
+        for name, split in (("valid", "valid"), ("test", "test"), ("train", "train_eval")):
+            values[f"{name}_loss"], values[f"{name}_accuracy"] = evaluate_split(task, split)
         row = eval_row(values)
         rows.append(row)
         sink.append(row)
@@ -224,4 +232,4 @@ def train_run(record: RunRecord, *, sink: Sink, checkpoint: Callable[[dict | Non
     return "finished"
 
 
-__all__ = ["train_run", "evaluate", "EVAL_FIELDS"]
+__all__ = ["train_run", "evaluate", "evaluate_split", "EVAL_FIELDS"]

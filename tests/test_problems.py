@@ -423,3 +423,39 @@ def test_augmented_problem_resumes_bit_exact_through_the_trainer(data_dir):
     assert len(full.rows) == len(resumed.rows) == 3
     for name in ("train_loss", "valid_loss", "test_loss", "test_accuracy", "minibatch_loss"):
         assert full.rows[-1][name] == resumed.rows[-1][name], name
+
+
+# --- P1's closed-form evaluation -----------------------------------------------------------------
+
+def direct_quadratic_mean(theta: torch.Tensor, hessian: torch.Tensor, x: torch.Tensor) -> float:
+    """½(θ−x_i)ᵀQ(θ−x_i) averaged over the examples one by one, in float64 numpy (no moments)."""
+    th, q, xs = theta.detach().double().numpy(), hessian.double().numpy(), x.double().numpy()
+    return float(np.mean([0.5 * (th - xi) @ q @ (th - xi) for xi in xs]))
+
+
+def test_quadratic_closed_form_evaluation_is_the_mean_loss_over_each_split():
+    """P1 evaluates ½(θ−μ)ᵀQ(θ−μ) + ½·mean (x−μ)ᵀQ(x−μ): it must be the per-example mean loss (to
+    float64 rounding, at a θ away from the start) and agree with the batched float32 evaluation."""
+    from optbench.trainer import evaluate_split
+
+    task = problems.build("quadratic_deep", {"train_size": 300}, seed=0)
+    with torch.no_grad():
+        task.model.theta.copy_(torch.linspace(-0.7, 0.9, 100))
+    for name, split in task.splits.items():
+        direct = direct_quadratic_mean(task.model.theta, task.model.hessian, split[0])
+        loss, acc = evaluate_split(task, name)
+        assert loss == pytest.approx(direct, rel=1e-12) and math.isnan(acc)
+        assert loss == pytest.approx(evaluate(task, split)[0], rel=1e-5)
+    # the model moves: the closed form follows it (nothing of θ is cached)
+    with torch.no_grad():
+        task.model.theta.mul_(-2.0)
+    assert evaluate_split(task, "test")[0] == pytest.approx(
+        direct_quadratic_mean(task.model.theta, task.model.hessian, task.splits["test"][0]), rel=1e-12)
+
+
+def test_problems_without_a_closed_form_evaluate_in_batches():
+    from optbench.trainer import evaluate_split
+
+    task = problems.build("digits_mlp", {}, seed=0)
+    assert task.split_eval is None
+    assert evaluate_split(task, "valid") == evaluate(task, task.splits["valid"])

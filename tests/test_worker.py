@@ -397,3 +397,33 @@ def test_worker_writes_all_rows_before_each_checkpoint(tiny_study, tmp_path, mon
     epochs = int(df.set_index("run_id").loc[rid, "num_epochs"])
     assert epochs >= 2 and seen == [(2, 2)]  # rows 0 and 1: row 1 was waiting and is written first
     assert len(TaskFile(study_dir / "results" / "task-c.h5").rows(rid)) == epochs + 1
+
+
+def test_quadratic_rows_hold_the_exact_mean_losses(monkeypatch):
+    """A P1 run's rows hold the closed-form (float64) mean losses at θ of that evaluation: equal to
+    the per-example mean to 1e-12, which the batched float32 evaluation is not (~1e-7)."""
+    from optbench import problems, trainer
+    from tests.test_problems import direct_quadratic_mean
+
+    built, thetas = [], []
+    real_build = problems.build
+
+    def build(*a, **k):
+        built.append(real_build(*a, **k))
+        return built[-1]
+
+    class Sink(MemorySink):
+        def append(self, row):
+            thetas.append(built[0].model.theta.detach().clone())
+            super().append(row)
+
+    monkeypatch.setattr(trainer.problems, "build", build)
+    rec = record(problem="quadratic_deep", epochs=3, batch_size=128, problem_args=(("train_size", 512),))
+    sink = Sink()
+    assert train_run(rec, sink=sink, checkpoint=lambda s: None) == "finished"
+    rows, task = sink.array(), built[0]
+    assert len(rows) == len(thetas) == 4
+    for row, theta in zip(rows, thetas):
+        for name, split in (("train", "train_eval"), ("valid", "valid"), ("test", "test")):
+            direct = direct_quadratic_mean(theta, task.model.hessian, task.splits[split][0])
+            assert row[f"{name}_loss"] == pytest.approx(direct, rel=1e-12)

@@ -25,6 +25,9 @@ class Task:
     loss: LossFn
     l2: float = 0.0  # DeepOBS-style L2: the loss gets l2/2 * sum of squared weights (biases excluded)
     eval_batch_size: int = 0  # examples per evaluation batch; 0: problems.build picks default_eval_batch(device)
+    # mean loss and accuracy of the model over the named split in closed form, where the problem has
+    # one (P1): the trainer then uses it instead of running the model over the split in batches
+    split_eval: Callable[[str], tuple[float, float]] | None = None
 
     @property
     def n_train(self) -> int:

@@ -5,8 +5,17 @@ and a Haar-random rotation R (subgroup algorithm, as in DeepOBS). Train data: 10
 N(0, 0.6²I) from seed 42; test: seed 43; train_eval is the train set. θ starts at 1.
 There is no validation set in DeepOBS' quadratic; we evaluate "valid" on a third fixed draw (seed 44)
 so that selection on validation never peeks at test data (a documented choice).
+
+Evaluation is in closed form (:class:`SplitMoments`): the mean loss over a split is
+½(θ−μ)ᵀQ(θ−μ) + ½·mean_i (x_i−μ)ᵀQ(x_i−μ), with the split's mean μ and the constant second term
+computed once, in float64. That is the exact mean the batched evaluation approximates in float32,
+at 100×100 instead of 3,000×100×100 multiply-adds per epoch — and, what mattered most, without
+streaming the three splits through the caches every seven steps: a P1 epoch trains in ~2.5 ms, the
+batched evaluation took ~1 ms and slowed the training steps after it by a few per cent.
 """
 from __future__ import annotations
+
+import math
 
 import numpy as np
 import torch
@@ -47,6 +56,27 @@ class Quadratic(torch.nn.Module):
         return 0.5 * ((diff @ self.hessian) * diff).sum(dim=1)
 
 
+class SplitMoments:
+    """The closed-form mean loss of P1 over each evaluation split (see the module's docstring)."""
+
+    def __init__(self, model: Quadratic, splits: dict[str, tuple[torch.Tensor, ...]]):
+        self.model = model
+        with torch.inference_mode():
+            self.q = model.hessian.double()  # the model's float32 Q, exactly
+            self.moments: dict[str, tuple[torch.Tensor, float]] = {}
+            for name, (x,) in splits.items():
+                x = x.double()
+                mu = x.mean(dim=0)
+                xc = x - mu
+                self.moments[name] = (mu, 0.5 * float(((xc @ self.q) * xc).sum(dim=1).mean()))
+
+    def __call__(self, name: str) -> tuple[float, float]:
+        mu, spread = self.moments[name]
+        with torch.inference_mode():
+            d = self.model.theta.detach().double() - mu
+            return 0.5 * float(d @ (self.q @ d)) + spread, math.nan
+
+
 def quadratic_loss(model, batch):
     return model(batch[0]).mean(), None
 
@@ -61,5 +91,6 @@ def build_quadratic_deep(spec, args, seed, device="cpu") -> Task:
     train = draw(42)
     torch.manual_seed(seed)  # nothing random in the model; kept so every problem seeds the same way
     model = Quadratic(deep_hessian(dim)).to(device)
-    return Task(model=model, train=(train,), splits={"train_eval": (train,), "valid": (draw(44),),
-                                                     "test": (draw(43),)}, loss=quadratic_loss)
+    splits = {"train_eval": (train,), "valid": (draw(44),), "test": (draw(43),)}
+    return Task(model=model, train=(train,), splits=splits, loss=quadratic_loss,
+                split_eval=SplitMoments(model, splits))
