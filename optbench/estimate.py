@@ -227,8 +227,8 @@ def estimate(plan: pd.DataFrame, device: Device, runs_per_task: Callable[[str], 
     """
     per_task = runs_per_task if callable(runs_per_task) else (lambda problem: int(runs_per_task))
     pairs = plan[["problem", "problem_args"]].drop_duplicates()
-    missing = sorted({p for p, a in zip(pairs["problem"], pairs["problem_args"])
-                      if speed_for(device, p, json.loads(a)) is None})
+    speeds = {(p, a): speed_for(device, p, json.loads(a)) for p, a in zip(pairs["problem"], pairs["problem_args"])}
+    missing = sorted({p for (p, _), speed in speeds.items() if speed is None})
     if missing:
         what = "a template with no measured numbers" if not device.problems else "no measured speed for them"
         raise OptbenchError(f"device profile {device.path} has {what}: {', '.join(missing)} "
@@ -237,7 +237,7 @@ def estimate(plan: pd.DataFrame, device: Device, runs_per_task: Callable[[str], 
     groups = plan.groupby(["problem", "batch_size", "num_epochs", "problem_args"], sort=False).size()
     for (problem, bs, epochs, pargs), n_runs in groups.items():
         overrides = json.loads(pargs)
-        speed = speed_for(device, problem, overrides)
+        speed = speeds[problem, pargs]
         sizes = problem_sizes(problem, overrides)
         steps_per_epoch = sizes.n_train // int(bs)
         train_s = int(epochs) * steps_per_epoch * speed.step_s(int(bs))
