@@ -626,14 +626,15 @@ AB_EVAL = "a/b'"
 
 
 def format_table(results: Sequence[Result]) -> str:
-    head = (f"{'problem':<22} {'params':>10} {'bs':>4} {'spe':>9} {'steps':>5}  {'(a) optbench':>12} {'(b) bare':>9} "
+    w = max([22, *(len(r.problem) for r in results)])  # the longest name (tokens_tf_… has 30 characters)
+    head = (f"{'problem':<{w}} {'params':>10} {'bs':>4} {'spe':>9} {'steps':>5}  {'(a) optbench':>12} {'(b) bare':>9} "
             f"{'(c) naive':>9}  {'a/b [q1-q3]':>16} {AB_EVAL:>5} {'a/c':>5}  {'eval a':>7} {'eval c':>7} {'c/a':>5}")
     lines = [head, "-" * len(head)]
     for r in results:
         s, e, q = r.steps_per_s, r.eval_s, r.ratios
         real = real_steps_per_epoch(r.problem)
         spe = f"{r.steps_per_epoch}/{real if real is not None else '?'}"
-        lines.append(f"{r.problem:<22} {r.n_params:>10,} {r.batch_size:>4} {spe:>9} {r.timed_steps:>5}  "
+        lines.append(f"{r.problem:<{w}} {r.n_params:>10,} {r.batch_size:>4} {spe:>9} {r.timed_steps:>5}  "
                      f"{s['optbench']:>12.4g} {s['bare']:>9.4g} {s['naive']:>9.4g}  "
                      f"{r.a_over_b:>5.2f} [{q['a/b q1']:.2f}-{q['a/b q3']:.2f}] "
                      f"{r.a_over_b_eval:>5.2f} {r.a_over_c:>5.2f}  {e['optbench']:>6.3f}s {e['naive']:>6.3f}s {e['naive'] / e['optbench']:>5.1f}")
@@ -650,8 +651,9 @@ def format_table(results: Sequence[Result]) -> str:
 def format_fits(results: Sequence[Result]) -> str:
     """Per-run set-up and, where measured, the step time over batch sizes (what the cost model uses)."""
     lines = ["per run: set-up (task + optimizer + first checkpoint); step time = fixed + per example x B (loop (a), fitted)"]
+    w = max([22, *(len(r.problem) for r in results)])
     for r in results:
-        line = f"  {r.problem:<22} set-up {r.setup_s * 1e3:8.1f} ms"
+        line = f"  {r.problem:<{w}} set-up {r.setup_s * 1e3:8.1f} ms"
         if r.fit is not None:
             pts = ", ".join(f"B={b}: {t * 1e3:.3g} ms" for b, t in zip(r.fit.batch_sizes, r.fit.step_s))
             line += f"   step {r.fit.fixed * 1e3:.3g} ms + {r.fit.per_example * 1e6:.3g} us x B   ({pts})"

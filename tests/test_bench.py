@@ -381,3 +381,20 @@ def test_gpu_check_script_passes_on_the_cpu():
                           "digits_mlp"], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stdout + out.stderr
     assert "all checks passed" in out.stdout and out.stdout.count("resume bit-identical") == 2
+
+
+def test_bench_table_columns_line_up_with_long_problem_names():
+    """The transformer problems' names are 30 characters: every row's numbers start where the header's
+    columns do (a fixed 22-character name column pushed those rows 8 characters right)."""
+    from optbench import bench
+
+    def result(name):
+        loops = {"optbench": 10.0, "bare": 10.5, "bare+eval": 10.2, "naive": 7.0}
+        ratios = {"a/b": 0.95, "a/b q1": 0.9, "a/b q3": 1.0, "a/b'": 0.98, "a/c": 1.43}
+        return bench.Result(name, 64, 1000, 8, 16, 100, loops, {"optbench": 0.1, "naive": 0.2}, ratios, 3, 0.01)
+
+    table = bench.format_table([result("digits_mlp"), result("tokens_tf_uniform_softmax_relu")]).splitlines()
+    head, rows = table[0], table[2:4]
+    assert [r.index("1,000") + 5 for r in rows] == [head.index("params") + 6] * 2  # right-aligned: same end
+    fits = bench.format_fits([result("digits_mlp"), result("tokens_tf_uniform_softmax_relu")]).splitlines()[1:]
+    assert len({line.index("set-up") for line in fits}) == 1
