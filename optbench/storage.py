@@ -561,7 +561,7 @@ class RowWriter:
     """A run's evaluation rows into its task file, written in groups (the trainer's results sink).
 
     Why groups: a write session (open, two flushes, the file's summary) costs ~0.6 ms, and the
-    smallest problems train and evaluate an epoch in ~3.5 ms: a write per epoch would be a sixth of
+    smallest problems train and evaluate an epoch in ~2.5 ms (P1): a write per epoch would be a fifth of
     such a run. Rows after the last checkpoint are not durable anyway — a resumed run makes its rows
     those of its checkpoint — so a row may wait in memory: it is written once writing costs at most
     ``overhead`` of the time since the last write (the profile's ``checkpoint_overhead``; every epoch
