@@ -32,43 +32,11 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from optbench.testing import MemorySink, Stop, StopAtStep  # noqa: E402  (the checkout, not an installed copy)
+
 DEFAULT = ["quadratic_deep", "digits_mlp", "mnist1d_mlp", "shakespeare_char_rnn", "uniform_tokens_lm",
            "mnist_vae", "fmnist_2c2d", "cifar10_3c3d", "cifar100_allcnnc", "svhn_wrn164", "tolstoi_char_rnn"]
 METRICS = ("minibatch_loss", "train_loss", "valid_loss", "test_loss")
-
-
-class Sink:
-    def __init__(self):
-        self.rows: list[np.ndarray] = []
-
-    def rows_restored(self, rows):
-        self.rows = [rows[i:i + 1] for i in range(len(rows))]
-
-    def append(self, row):
-        self.rows.append(row)
-
-    def array(self) -> np.ndarray:
-        return np.concatenate(self.rows)
-
-
-class Stop(Exception):
-    pass
-
-
-class StopAt:
-    """An interrupt at the ``at``-th step: the loop checkpoints through ``act``, then the run stops."""
-
-    def __init__(self, at: int):
-        self.at, self.steps = at, 0
-
-    @property
-    def requested(self) -> bool:
-        self.steps += 1
-        return self.steps == self.at
-
-    def act(self, save):
-        save()
-        raise Stop
 
 
 def record_for(problem: str, data_dir: Path, epochs: int, steps_per_epoch: int, device: str):
@@ -84,7 +52,7 @@ def train(rec, device: str, interrupt=None, saved: dict | None = None, sink: Sin
     from optbench.trainer import train_run
 
     saved = {} if saved is None else saved
-    sink = sink or Sink()
+    sink = sink or MemorySink()
 
     def checkpoint(state):
         if state is None:
@@ -124,9 +92,9 @@ def check_problem(problem: str, tmp: Path, device: str, epochs: int) -> tuple[bo
     if not first < 1e-4:
         problems.append(f"first evaluation differs from the CPU's by {first:.2g} (relative)")
     saved: dict = {}
-    resumed = Sink()
+    resumed = MemorySink()
     try:
-        train(rec, device, StopAt(setup.steps_per_epoch + 2), saved, resumed)
+        train(rec, device, StopAtStep(setup.steps_per_epoch + 2), saved, resumed)
         problems.append("the interrupt did not stop the run")
     except Stop:
         pass

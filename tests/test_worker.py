@@ -10,24 +10,11 @@ from optbench.checkpoint import CheckpointStore
 from optbench.record import RunRecord
 from optbench.storage import EVAL_FIELDS, TaskFile, scan_results
 from optbench.study import load_study
+from optbench.testing import MemorySink, Stop, StopAtStep
 from optbench.trainer import train_run
 from optbench.worker import ChunkRunner
 
 METRICS = [f for f in EVAL_FIELDS if f != "wall_time"]
-
-
-class MemorySink:
-    def __init__(self):
-        self.rows = []
-
-    def rows_restored(self, rows):
-        self.rows = [rows[i:i + 1] for i in range(len(rows))]
-
-    def append(self, row):
-        self.rows.append(row)
-
-    def array(self):
-        return np.concatenate(self.rows)
 
 
 def record(problem="digits_mlp", epochs=3, **kw):
@@ -35,27 +22,6 @@ def record(problem="digits_mlp", epochs=3, **kw):
     return RunRecord(study="t", problem=problem, optimizer=kw.pop("optimizer", "adam"), schedule="cosine",
                      budget="oneshot", kind="oneshot", trial=-1, seed=kw.pop("seed", 42),
                      batch_size=kw.pop("batch_size", 64), num_epochs=epochs, hparams=hp, **kw)
-
-
-class Stop(Exception):
-    pass
-
-
-class StopAtStep:
-    """An interrupt requested at the ``at``-th step of this attempt (never if ``at`` < 1): the loop
-    checkpoints through ``act``, which then stops the run as a requeue would."""
-
-    def __init__(self, at: int):
-        self.at, self.steps = at, 0
-
-    @property
-    def requested(self) -> bool:
-        self.steps += 1
-        return self.steps == self.at
-
-    def act(self, save):
-        save()
-        raise Stop
 
 
 def memory_checkpoint(saved: dict, stop_at_epoch: int | None = None):
