@@ -157,7 +157,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="problem names, 'offline' (default: the problems needing no data files, P1 among them) "
                          "or 'all' (the dataset problems run on small fake data sets with their real models)")
     sp.add_argument("--steps", type=int, default=None,
-                    help="timed training steps per loop and round (default: about --seconds worth)")
+                    help="timed training steps per loop and round (default: about --seconds worth; at least "
+                         "three epochs, whose median is the round's speed)")
     sp.add_argument("--seconds", type=float, default=0.5, help="target seconds per loop and round (default 0.5)")
     sp.add_argument("--repeats", type=int, default=7, help="interleaved rounds (default 7)")
     sp.add_argument("--threads", type=int, default=1, help="torch threads (default 1: one run per core)")

@@ -273,14 +273,16 @@ def test_bare_loop_evaluation_leaves_the_weights_and_the_rng_alone(tmp_path):
 
 
 def test_bench_sizes_dataset_problems_on_fake_data(tmp_path):
-    """The dataset problems get fake files in the real format and the real model; epochs of the asked size."""
+    """The dataset problems get fake files in the real format and the real model; epochs of half the asked
+    steps, and at least three timed epochs (their median is a round's speed: one epoch disturbed by the
+    run's first checkpoint must not decide it)."""
     from optbench import bench
 
     for name in ("fmnist_2c2d", "tolstoi_char_rnn"):
         d = tmp_path / name
         d.mkdir()
         setup = bench.make_setup(name, 6, d, "cpu")
-        assert setup.steps_per_epoch == 3 and setup.timed_steps == 6
+        assert setup.steps_per_epoch == 3 and setup.timed_epochs == 3 and setup.timed_steps == 9
 
 
 def test_synthetic_results_match_status_layout(tiny_study, tmp_path):
