@@ -8,9 +8,9 @@ Speed (see the README's performance section): data sit on the device and batches
 indexing; on a GPU the step losses stay on the device and are summed and read once per
 ``MB_FLUSH_STEPS_GPU`` steps (no host synchronisation per step; on a CPU reading a loss is not a
 synchronisation, and adding it to a Python float is the cheapest sum); epoch-wise schedules touch
-the learning rate once an epoch; evaluation runs under ``torch.inference_mode`` in large batches (or in closed form where a
-problem has one: P1);
-epoch-end checkpoints of very short epochs are grouped so that writing them costs at most
+the learning rate once an epoch; evaluation runs under ``torch.inference_mode`` in large batches, or
+in closed form where a problem has one (P1: ``Task.split_eval``); epoch-end checkpoints of very
+short epochs are grouped so that writing them costs at most
 ``checkpoint_overhead`` of the time (:class:`~optbench.iobudget.IOBudget`; a P1 epoch trains in
 ~3 ms, its checkpoint takes ~1 ms).
 
