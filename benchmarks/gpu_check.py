@@ -48,7 +48,7 @@ def record_for(problem: str, data_dir: Path, epochs: int, steps_per_epoch: int, 
     return RunRecord(**{**rec.__dict__, "num_epochs": epochs, "problem_args": canonical_items(setup.args)}), setup
 
 
-def train(rec, device: str, interrupt=None, saved: dict | None = None, sink: Sink | None = None):
+def train(rec, device: str, interrupt=None, saved: dict | None = None, sink: MemorySink | None = None):
     from optbench.trainer import train_run
 
     saved = {} if saved is None else saved

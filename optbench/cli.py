@@ -157,8 +157,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="problem names, 'offline' (default: the problems needing no data files, P1 among them) "
                          "or 'all' (the dataset problems run on small fake data sets with their real models)")
     sp.add_argument("--steps", type=int, default=None,
-                    help="timed training steps per loop and round (default: about --seconds worth; at least "
-                         "three epochs, whose median is the round's speed)")
+                    help="timed training steps per loop and round (default: about --seconds worth); the dataset "
+                         "problems get epochs of half of it, and at least three epochs are timed (their median "
+                         "is the round's speed), so a round may time more steps than asked")
     sp.add_argument("--seconds", type=float, default=0.5, help="target seconds per loop and round (default 0.5)")
     sp.add_argument("--repeats", type=int, default=7, help="interleaved rounds (default 7)")
     sp.add_argument("--threads", type=int, default=1, help="torch threads (default 1: one run per core)")

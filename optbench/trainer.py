@@ -12,7 +12,7 @@ the learning rate once an epoch; evaluation runs under ``torch.inference_mode`` 
 in closed form where a problem has one (P1: ``Task.split_eval``); epoch-end checkpoints of very
 short epochs are grouped so that writing them costs at most
 ``checkpoint_overhead`` of the time (:class:`~optbench.iobudget.IOBudget`; a P1 epoch trains in
-~3 ms, its checkpoint takes ~1 ms).
+~2.5 ms, its checkpoint takes ~1 ms).
 
 Determinism: the data order of epoch e is a permutation drawn from (seed, "data", e), so a resumed
 run recomputes it instead of storing it; dropout draws from the global torch RNG, whose state is

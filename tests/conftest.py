@@ -75,3 +75,12 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+def direct_quadratic_mean(theta, hessian, x) -> float:
+    """P1's loss ½(θ−x_i)ᵀQ(θ−x_i) averaged over the examples one by one, in float64 numpy (no moments):
+    the independent formula the closed-form evaluation is checked against."""
+    import numpy as np
+
+    th, q, xs = theta.detach().double().numpy(), hessian.double().numpy(), x.double().numpy()
+    return float(np.mean([0.5 * (th - xi) @ q @ (th - xi) for xi in xs]))

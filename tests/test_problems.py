@@ -24,6 +24,7 @@ from optbench.problems.synthetic_tokens import synthetic_tokens, unigram_probs
 from optbench.problems.tolstoi import TFLSTMLayer, TolstoiCharRNN
 from optbench.problems.vae import VAE
 from optbench.trainer import evaluate
+from tests.conftest import direct_quadratic_mean
 
 CROWDED_VALLEY = ["quadratic_deep", "mnist_vae", "fmnist_2c2d", "cifar10_3c3d", "fmnist_vae",
                   "cifar100_allcnnc", "svhn_wrn164", "tolstoi_char_rnn"]
@@ -427,12 +428,6 @@ def test_augmented_problem_resumes_bit_exact_through_the_trainer(data_dir):
 
 # --- P1's closed-form evaluation -----------------------------------------------------------------
 
-def direct_quadratic_mean(theta: torch.Tensor, hessian: torch.Tensor, x: torch.Tensor) -> float:
-    """½(θ−x_i)ᵀQ(θ−x_i) averaged over the examples one by one, in float64 numpy (no moments)."""
-    th, q, xs = theta.detach().double().numpy(), hessian.double().numpy(), x.double().numpy()
-    return float(np.mean([0.5 * (th - xi) @ q @ (th - xi) for xi in xs]))
-
-
 def test_quadratic_closed_form_evaluation_is_the_mean_loss_over_each_split():
     """P1 evaluates ½(θ−μ)ᵀQ(θ−μ) + ½·mean (x−μ)ᵀQ(x−μ): it must be the per-example mean loss (to
     float64 rounding, at a θ away from the start) and agree with the batched float32 evaluation."""
@@ -459,3 +454,22 @@ def test_problems_without_a_closed_form_evaluate_in_batches():
     task = problems.build("digits_mlp", {}, seed=0)
     assert task.split_eval is None
     assert evaluate_split(task, "valid") == evaluate(task, task.splits["valid"])
+
+
+def test_quadratic_loss_beyond_float32_is_infinite():
+    """A mean loss float32 cannot hold is inf (the trainer then calls the run diverged), as the batched
+    float32 evaluation reported it; NaN stays NaN; a large loss within range is kept."""
+    from optbench.trainer import evaluate_split
+
+    task = problems.build("quadratic_deep", {"train_size": 64}, seed=0)
+    with torch.no_grad():
+        task.model.theta.fill_(1e19)  # θ finite in float32, the loss ~½·1e38·ΣQ ≈ 3e40 > 3.4e38
+    assert evaluate_split(task, "test")[0] == math.inf
+    assert not math.isfinite(evaluate(task, task.splits["test"])[0])  # what the batched path said (NaN here)
+    with torch.no_grad():
+        task.model.theta.fill_(1e15)
+    loss = evaluate_split(task, "test")[0]
+    assert 1e30 < loss < np.finfo(np.float32).max
+    with torch.no_grad():
+        task.model.theta[0] = float("nan")
+    assert math.isnan(evaluate_split(task, "test")[0])

@@ -369,7 +369,7 @@ def test_quadratic_rows_hold_the_exact_mean_losses(monkeypatch):
     """A P1 run's rows hold the closed-form (float64) mean losses at θ of that evaluation: equal to
     the per-example mean to 1e-12, which the batched float32 evaluation is not (~1e-7)."""
     from optbench import problems, trainer
-    from tests.test_problems import direct_quadratic_mean
+    from tests.conftest import direct_quadratic_mean
 
     built, thetas = [], []
     real_build = problems.build
@@ -393,3 +393,14 @@ def test_quadratic_rows_hold_the_exact_mean_losses(monkeypatch):
         for name, split in (("train", "train_eval"), ("valid", "valid"), ("test", "test")):
             direct = direct_quadratic_mean(theta, task.model.hessian, task.splits[split][0])
             assert row[f"{name}_loss"] == pytest.approx(direct, rel=1e-12)
+
+
+def test_quadratic_run_that_blows_up_is_diverged():
+    """SGD at lr 0.05 with a cosine schedule blows P1 up (its largest curvature is up to 60): the run
+    must end "diverged" once the loss leaves float32's range, before θ itself overflows (the closed
+    form in float64 alone kept such runs "finished" with a test loss of 1e56)."""
+    rec = record(problem="quadratic_deep", epochs=60, batch_size=128, optimizer="sgd", hparams=(("lr", 0.05),))
+    sink = MemorySink()
+    assert train_run(rec, sink=sink, checkpoint=lambda s: None) == "diverged"
+    rows = sink.array()
+    assert len(rows) < 61 and not np.isfinite(rows["test_loss"][-1]) and np.isfinite(rows["test_loss"][:-1]).all()

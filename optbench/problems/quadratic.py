@@ -12,6 +12,9 @@ computed once, in float64. That is the exact mean the batched evaluation approxi
 at 100×100 instead of 3,000×100×100 multiply-adds per epoch — and, what mattered most, without
 streaming the three splits through the caches every seven steps: a P1 epoch trains in ~2.5 ms, the
 batched evaluation took ~1 ms and slowed the training steps after it by a few per cent.
+A mean loss beyond float32's range is reported as inf (the run has diverged), as float32 evaluation
+reports it — at one threshold on every device, where the batched sums overflowed at ~3e38 divided by
+the evaluation batch size.
 """
 from __future__ import annotations
 
@@ -56,6 +59,9 @@ class Quadratic(torch.nn.Module):
         return 0.5 * ((diff @ self.hessian) * diff).sum(dim=1)
 
 
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
 class SplitMoments:
     """The closed-form mean loss of P1 over each evaluation split (see the module's docstring)."""
 
@@ -74,7 +80,11 @@ class SplitMoments:
         mu, spread = self.moments[name]
         with torch.inference_mode():
             d = self.model.theta.detach().double() - mu
-            return 0.5 * float(d @ (self.q @ d)) + spread, math.nan
+            loss = 0.5 * float(d @ (self.q @ d)) + spread
+        # A loss beyond float32's range is inf, as the model's own float32 arithmetic gives it: the
+        # trainer calls a run diverged when an evaluation is not finite, and float64 would otherwise
+        # keep a run whose loss is 1e70 "finished" until θ itself overflows
+        return (math.inf if loss > FLOAT32_MAX else loss), math.nan
 
 
 def quadratic_loss(model, batch):
