@@ -473,3 +473,17 @@ def test_quadratic_loss_beyond_float32_is_infinite():
     with torch.no_grad():
         task.model.theta[0] = float("nan")
     assert math.isnan(evaluate_split(task, "test")[0])
+
+
+def test_quadratic_runs_share_their_data_but_not_their_model():
+    """P1's Q, draws and moments are made once a process (an array task builds many P1 runs); each run
+    still gets its own θ and its own copy of Q, so one run's training leaves another's task as built."""
+    a = problems.build("quadratic_deep", {"train_size": 96}, seed=0)
+    b = problems.build("quadratic_deep", {"train_size": 96}, seed=0)
+    assert a.train[0] is b.train[0] and a.splits["test"][0] is b.splits["test"][0]  # built once
+    assert a.model.theta is not b.model.theta and a.model.hessian.data_ptr() != b.model.hessian.data_ptr()
+    before = b.split_eval("test")[0]
+    with torch.no_grad():
+        a.model.theta.mul_(3.0)
+    assert b.split_eval("test")[0] == before != a.split_eval("test")[0]
+    assert problems.build("quadratic_deep", {"train_size": 97}, seed=0).train[0].shape[0] == 97
