@@ -78,12 +78,9 @@ def split_moments(q: torch.Tensor, splits: dict[str, tuple[torch.Tensor, ...]]) 
 class SplitMoments:
     """The closed-form mean loss of P1 over each evaluation split (see the module's docstring)."""
 
-    def __init__(self, model: Quadratic, splits: dict[str, tuple[torch.Tensor, ...]],
-                 moments: dict[str, tuple[torch.Tensor, float]] | None = None):
-        self.model = model
-        with torch.inference_mode():
-            self.q = model.hessian.double()  # the model's float32 Q, exactly
-        self.moments = moments if moments is not None else split_moments(self.q, splits)
+    def __init__(self, model: Quadratic, q: torch.Tensor, moments: dict[str, tuple[torch.Tensor, float]]):
+        # q: the model's float32 Q in float64 and the splits' moments, shared by every run (_fixed_parts)
+        self.model, self.q, self.moments = model, q, moments
 
     def __call__(self, name: str) -> tuple[float, float]:
         mu, spread = self.moments[name]
@@ -102,17 +99,17 @@ def quadratic_loss(model, batch):
 
 def build_quadratic_deep(spec, args, seed, device="cpu") -> Task:
     dim, n, noise = int(args["dim"]), int(args["train_size"]), float(args["noise_level"])
-    hessian, splits, moments = _fixed_parts(dim, n, noise, str(device))
+    hessian, splits, q, moments = _fixed_parts(dim, n, noise, str(device))
     torch.manual_seed(seed)  # nothing random in the model; kept so every problem seeds the same way
     model = Quadratic(hessian).to(device)
     return Task(model=model, train=splits["train_eval"], splits=dict(splits), loss=quadratic_loss,
-                split_eval=SplitMoments(model, splits, moments))
+                split_eval=SplitMoments(model, q, moments))
 
 
 @functools.lru_cache(maxsize=4)
 def _fixed_parts(dim: int, n: int, noise: float, device: str):
-    """What every P1 run with these settings shares — Q, the three draws on the device and their
-    moments — made once a process: an array task trains many P1 runs, and these were 10 of the
+    """What every P1 run with these settings shares — Q (numpy, and the model's float32 Q in float64
+    on the device), the three draws on the device and their moments — made once a process: an array task trains many P1 runs, and these were 10 of the
     14 ms a run spent building its task (a run trains in ~0.3 s). Nothing writes to them: batches
     and evaluations index or read the data, and each run gets its own model (θ and its copy of Q)."""
 
@@ -123,5 +120,6 @@ def _fixed_parts(dim: int, n: int, noise: float, device: str):
     hessian = deep_hessian(dim)
     train = draw(42)
     splits = {"train_eval": (train,), "valid": (draw(44),), "test": (draw(43),)}
-    q = torch.tensor(hessian, dtype=torch.float32, device=device).double()  # the model's float32 Q, exactly
-    return hessian, splits, split_moments(q, splits)
+    with torch.inference_mode():
+        q = torch.tensor(hessian, dtype=torch.float32, device=device).double()  # the model's float32 Q, exactly
+    return hessian, splits, q, split_moments(q, splits)
