@@ -208,7 +208,9 @@ def test_bench_measures_three_loops_on_a_small_problem(tmp_path):
     r = res[0]
     assert set(r.steps_per_s) == {"optbench", "bare", "bare+eval", "naive"} and all(v > 0 for v in r.steps_per_s.values())
     assert r.steps_per_epoch == 1000 // 128 and r.timed_steps >= 14 and r.a_over_b > 0 and r.a_over_c > 0
-    assert r.a_over_b_eval > 0
+    assert r.a_over_b_eval > 0 and r.a_over_c_run > 0
+    # P1's bench data are its real data: a real epoch is the bench's (7 steps, 3,000 evaluated examples)
+    assert r.real == (r.steps_per_epoch, r.eval_examples) == (7, 3000)
     assert "quadratic_deep" in bench.format_table(res)
     path = bench.write_device_profile(tmp_path / "dev.toml", res, "cpu", "test")
     from optbench import estimate
@@ -400,3 +402,29 @@ def test_bench_table_columns_line_up_with_long_problem_names():
     assert [r.index("1,000") + 5 for r in rows] == [head.index("params") + 6] * 2  # right-aligned: same end
     fits = bench.format_fits([result("digits_mlp"), result("tokens_tf_uniform_softmax_relu")]).splitlines()[1:]
     assert len({line.index("set-up") for line in fits}) == 1
+
+
+def test_naive_loop_evaluates_after_every_epoch_and_a_c_run_prices_an_epoch(tmp_path):
+    """Loop (c) evaluates after the warm-up epoch and after each timed one (as the protocol does), and
+    a/c run is (c)'s epoch of a real run over (a)'s, by hand: steps / speed + evaluation time scaled
+    by the real evaluated examples over the bench's."""
+    import torch
+
+    from optbench import bench
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        setup = bench.make_setup("quadratic_deep", 14, tmp_path, "cpu")
+        m = bench.measure_naive(setup, "cpu")
+    finally:
+        torch.set_num_threads(threads)
+    assert len(m["chunks"]) == setup.timed_epochs and len(m["eval"]) == setup.timed_epochs + 1
+    assert all(t > 0 for t in m["eval"])
+    # 100 steps at 50/s + 0.1 s x 2 = 2.2 s (a); at 25/s + 1.0 s x 2 = 6 s (c)
+    assert bench.protocol_epoch_s(100, 50.0, 0.1, 2.0) == pytest.approx(2.2)
+    assert bench.protocol_epoch_s(100, 25.0, 1.0, 2.0) / bench.protocol_epoch_s(100, 50.0, 0.1, 2.0) == pytest.approx(6 / 2.2)
+    # the real sizes: digits (1,797 examples, 15 % valid, 15 % test); F-MNIST 2c2d: 60,000 less 10,000 valid
+    n_valid = n_test = round(0.15 * 1797)
+    assert bench.real_sizes("digits_mlp", 128) == ((1797 - 2 * n_valid) // 128, 1797)
+    assert bench.real_sizes("fmnist_2c2d", 128) == ((60_000 - 10_000) // 128, 3 * 10_000)  # train_eval, valid, test
