@@ -9,6 +9,11 @@ of one problem (as ``bench_parallel.py`` does) and trains the same chunk from sc
 first: imports excepted, everything a worker does per run is timed (task file, leases, checkpoints,
 result writes). Prints each round and the ratio new/old of the best rounds and the median of the
 rounds' ratios. The same interpreter runs both (the old checkout must import with it).
+
+``--whole``: time the whole process instead, from its start to its exit, started as the Slurm
+executor starts a task (``python -u -m optbench.launch -u -m MODULE``): the interpreter, the imports,
+the task and the interpreter's exit (whose final garbage collection scans every object left) —
+what a task holds its device for.
 """
 from __future__ import annotations
 
@@ -20,6 +25,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -32,16 +38,24 @@ CODE = ("import json, sys, time; from optbench.worker import ChunkRunner; d = sy
         "print(time.perf_counter() - t); assert len(out['trained']) == len(ids), out")
 
 
-def time_task(checkout: Path, plan_dir: Path, work: Path, ids: list[str]) -> float:
+def time_task(checkout: Path, plan_dir: Path, work: Path, ids: list[str], whole: bool = False) -> float:
     if work.exists():
         shutil.rmtree(work)
     shutil.copytree(plan_dir, work)
     (work / "ids.json").write_text(json.dumps(ids))
     env = {**os.environ, "PYTHONPATH": str(checkout), "OMP_NUM_THREADS": "1"}
-    out = subprocess.run([sys.executable, "-c", CODE, str(work)], env=env, cwd=checkout, capture_output=True, text=True)
+    if whole:
+        (work / "ab_task.py").write_text(CODE.replace("; ", "\n"))
+        env["PYTHONPATH"] += os.pathsep + str(work)
+        cmd = [sys.executable, "-u", "-m", "optbench.launch", "-u", "-m", "ab_task", str(work)]
+    else:
+        cmd = [sys.executable, "-c", CODE, str(work)]
+    t = time.perf_counter()
+    out = subprocess.run(cmd, env=env, cwd=checkout, capture_output=True, text=True)
+    wall = time.perf_counter() - t
     if out.returncode != 0:
         raise SystemExit(f"task in {checkout} failed:\n{out.stderr[-3000:]}")
-    return float(out.stdout.strip().splitlines()[-1])
+    return wall if whole else float(out.stdout.strip().splitlines()[-1])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -54,6 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--runs", type=int, default=32)
     ap.add_argument("--epochs", type=int, default=100)
     ap.add_argument("--rounds", type=int, default=4)
+    ap.add_argument("--whole", action="store_true", help="time the whole process, started as on Slurm (see above)")
     args = ap.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="optbench-task-ab-") as tmp:
         plan_dir, ids = plan(Path(tmp), args.problem, args.runs, args.epochs)
@@ -62,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
         for r in range(args.rounds):
             order = ("old", "new") if r % 2 == 0 else ("new", "old")
             for name in order:
-                res[name].append(time_task(getattr(args, name).resolve(), plan_dir, Path(tmp) / name, ids))
+                res[name].append(time_task(getattr(args, name).resolve(), plan_dir, Path(tmp) / name, ids, args.whole))
                 print(f"  round {r + 1}: {name} {res[name][-1]:6.2f} s", flush=True)
     best = min(res["new"]) / min(res["old"])
     paired = statistics.median(n / o for n, o in zip(res["new"], res["old"]))

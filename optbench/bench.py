@@ -720,12 +720,13 @@ def measure_task_start(repeats: int = 3) -> float:
     """Seconds a fresh array task spends before its first run: a new interpreter importing what the
     worker imports (torch, h5py, submitit, optbench's worker and trainer) and making its first
     optimizer (``zero_grad`` is one of the torch functions that import ``torch._dynamo`` on their first
-    call: ~1.4 s on this CPU, once per process); the fastest of ``repeats``."""
+    call: ~1.4 s on this CPU, once per process), with the collector paused as a task does it
+    (:mod:`optbench.startup`); the fastest of ``repeats``."""
     import subprocess
     import sys
 
-    code = ("import torch, numpy, h5py, submitit; import optbench.worker, optbench.trainer, optbench.problems; "
-            "torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1).zero_grad()")
+    code = ("from optbench import startup; startup.pause_collector(); import submitit, optbench.worker; "
+            "startup.import_training_stack()")  # as optbench.launch and ChunkRunner do
     best = math.inf
     for _ in range(repeats):
         t = time.perf_counter()

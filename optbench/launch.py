@@ -13,6 +13,9 @@ submitit appends its command to the configured interpreter, so this module is ca
 ``python -u -m optbench.launch -u -m submitit.core._submit FOLDER`` and runs the module after ``-m``.
 Only the interpreter's own start and importing this module (``signal``, ``runpy``, ``os`` and the
 light :mod:`optbench.interrupt`) remain unguarded: milliseconds instead of seconds.
+
+It also pauses the garbage collector for the task's imports (:mod:`optbench.startup`); the worker
+turns it on again once torch and the training loop are imported.
 """
 from __future__ import annotations
 
@@ -22,7 +25,7 @@ import signal
 import sys
 import time
 
-from optbench import interrupt
+from optbench import interrupt, startup
 
 #: tests only: hold the task this long after the handler is installed, so that a signal can be sent
 #: into the start-up window on purpose
@@ -31,6 +34,7 @@ DELAY_ENV = "OPTBENCH_TEST_LAUNCH_DELAY_S"
 
 def main(argv: list[str]) -> None:
     signal.signal(signal.SIGUSR2, interrupt.note_early)
+    startup.pause_collector()
     delay = float(os.environ.get(DELAY_ENV) or 0)
     if delay > 0:
         time.sleep(delay)

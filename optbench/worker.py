@@ -24,7 +24,7 @@ from typing import Any
 
 import submitit
 
-from optbench import numerics, planner
+from optbench import numerics, planner, startup
 from optbench.checkpoint import CheckpointStore
 from optbench.interrupt import Interrupt
 from optbench.leases import RunLease
@@ -91,7 +91,9 @@ class ChunkRunner(submitit.helpers.Checkpointable):
         opts = dict(options or {})
         k = min(int(opts.get("runs_in_parallel") or 1), len(run_ids))
         if k > 1:
+            startup.resume_collector()  # this process trains nothing; its parts import torch themselves
             return train_in_parallel(study_dir, task_name, run_ids, opts, k)
+        startup.import_training_stack()
         import torch
 
         threads = int(opts.get("threads") or os.environ.get("SLURM_CPUS_PER_TASK") or 0)

@@ -5,7 +5,11 @@ check that the machinery is correct (and keep under ~30 s on a shared 2-core mac
 """
 from __future__ import annotations
 
+import gc
+import json
 import os
+import subprocess
+import sys
 import time
 
 import pandas as pd
@@ -119,7 +123,12 @@ def test_parallel_task_trains_every_run_once_in_its_own_files(tiny_study, tmp_pa
     study_dir = tmp_path / "s"
     df = planner.write_plan(load_study(tiny_study), study_dir, progress=lambda m: None)
     ids = list(df[df.kind != "rerun"].run_id)
-    out = ChunkRunner()(str(study_dir), "task-p", ids, {"runs_in_parallel": 2, "threads": 2, "device": "cpu"})
+    gc.disable()  # as optbench.launch leaves it: the task's parent process turns it on again
+    try:
+        out = ChunkRunner()(str(study_dir), "task-p", ids, {"runs_in_parallel": 2, "threads": 2, "device": "cpu"})
+        assert gc.isenabled()
+    finally:
+        gc.enable()
     assert sorted(out["trained"]) == sorted(ids) and out["parts"] == 2 and not out["failed"]
     files = sorted(p.name for p in (study_dir / "results").glob("*.h5"))
     assert files == ["task-p+p0.h5", "task-p+p1.h5"]
@@ -428,3 +437,31 @@ def test_naive_loop_evaluates_after_every_epoch_and_a_c_run_prices_an_epoch(tmp_
     n_valid = n_test = round(0.15 * 1797)
     assert bench.real_sizes("digits_mlp", 128) == ((1797 - 2 * n_valid) // 128, 1797)
     assert bench.real_sizes("fmnist_2c2d", 128) == ((60_000 - 10_000) // 128, 3 * 10_000)  # train_eval, valid, test
+
+
+STARTUP_PROBE = """
+import gc, json, sys
+print("at start", gc.isenabled(), flush=True)
+from optbench.worker import ChunkRunner
+d = sys.argv[1]
+ids = json.load(open(d + "/ids.json"))
+out = ChunkRunner()(d, "task-gc", ids, {"threads": 1, "device": "cpu"})
+assert sorted(out["trained"]) == sorted(ids), out
+print("after", gc.isenabled(), gc.get_freeze_count() > 100_000, flush=True)
+"""
+
+
+def test_task_starts_with_the_collector_paused_and_trains_with_it_on(tiny_study, tmp_path):
+    """Started as on Slurm (optbench.launch), a task imports with the cyclic garbage collector off; the
+    worker turns it on once torch is imported, with the ~300,000 objects of the imports frozen (never
+    scanned again: optbench.startup). A task left without a collector would never free its cycles."""
+    study_dir = tmp_path / "s"
+    df = planner.write_plan(load_study(tiny_study), study_dir, progress=lambda m: None)
+    (study_dir / "ids.json").write_text(json.dumps(list(df[df.kind != "rerun"].run_id[:1])))
+    (tmp_path / "gc_probe.py").write_text(STARTUP_PROBE)
+    env = {**os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
+           "OMP_NUM_THREADS": "1"}
+    out = subprocess.run([sys.executable, "-u", "-m", "optbench.launch", "-u", "-m", "gc_probe", str(study_dir)],
+                         env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "at start False" in out.stdout and "after True True" in out.stdout, out.stdout
