@@ -36,8 +36,8 @@ shared and noisy, and the best round is the one least disturbed):
 Two ratios against (c): ``a/c``, training steps only, and ``a/c run``, the time an epoch of a
 protocol run takes — the problem's real steps per epoch at each loop's step speed plus one
 evaluation of the real splits at each loop's evaluation speed per example (:func:`protocol_epoch_s`).
-The issue's naive loop is "a DataLoader, ``.item()`` every step, evaluation in eager Python": what a
-user waits for is the run, evaluations included. For the problems whose data the bench uses as they
+The naive loop's evaluation in eager Python is part of what it costs: a user waits for the run,
+evaluations included. For the problems whose data the bench uses as they
 are (P1, the digits, MNIST-1D and their variants) the bench's epochs and splits are the real ones, so
 ``a/c run`` is what was measured; for the dataset problems it scales the measured speeds to the
 published sizes, as the cost model does.
