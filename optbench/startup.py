@@ -28,24 +28,28 @@ def pause_collector() -> None:
     gc.disable()
 
 
+_settled = False  # the collector was resumed once in this process: later calls change nothing
+
+
 def resume_collector() -> None:
-    """Freeze every object that exists now (the imports: long-lived) and turn the collector on."""
+    """Freeze every object that exists now (the imports: long-lived) and turn the collector on. Once a
+    process: a process that runs several chunks (the tests, a library caller) is frozen and resumed at
+    its first only, so what it made later stays collectable."""
+    global _settled
+    if _settled:
+        return
+    _settled = True
     gc.freeze()
     gc.enable()
-
-
-_imported = False
 
 
 def import_training_stack() -> None:
     """Import torch and the training loop with the collector paused, make torch's lazy first-optimizer
     imports happen here as well (``zero_grad`` imports ``torch._dynamo`` on its first call: ~1.4 s,
     once per process, whichever run would otherwise pay it), then :func:`resume_collector`. Once a
-    process: a later call (a process that trains several chunks, as the tests do) changes nothing."""
-    global _imported
-    if _imported:
+    process, as :func:`resume_collector`."""
+    if _settled:
         return
-    _imported = True
     pause_collector()
     try:
         import torch

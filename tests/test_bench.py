@@ -116,9 +116,12 @@ def test_profile_runs_in_parallel_key(tmp_path):
         load_profile(p)
 
 
-def test_parallel_task_trains_every_run_once_in_its_own_files(tiny_study, tmp_path):
+def test_parallel_task_trains_every_run_once_in_its_own_files(tiny_study, tmp_path, monkeypatch):
     """Two processes, each its own result file; every run trained exactly once; a re-run task skips all."""
+    from optbench import startup
     from optbench.worker import ChunkRunner
+
+    monkeypatch.setattr(startup, "_settled", False)  # as in a task's fresh process
 
     study_dir = tmp_path / "s"
     df = planner.write_plan(load_study(tiny_study), study_dir, progress=lambda m: None)
@@ -218,8 +221,6 @@ def test_bench_measures_three_loops_on_a_small_problem(tmp_path):
     assert set(r.steps_per_s) == {"optbench", "bare", "bare+eval", "naive"} and all(v > 0 for v in r.steps_per_s.values())
     assert r.steps_per_epoch == 1000 // 128 and r.timed_steps >= 14 and r.a_over_b > 0 and r.a_over_c > 0
     assert r.a_over_b_eval > 0 and r.a_over_c_run > 0
-    # P1's bench data are its real data: a real epoch is the bench's (7 steps, 3,000 evaluated examples)
-    assert r.real == (r.steps_per_epoch, r.eval_examples) == (7, 3000)
     assert "quadratic_deep" in bench.format_table(res)
     path = bench.write_device_profile(tmp_path / "dev.toml", res, "cpu", "test")
     from optbench import estimate
@@ -465,3 +466,37 @@ def test_task_starts_with_the_collector_paused_and_trains_with_it_on(tiny_study,
                          env=env, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
     assert "at start False" in out.stdout and "after True True" in out.stdout, out.stdout
+
+
+@pytest.mark.parametrize("problem", ["digits_mlp_balanced", "uniform_tokens_lm"])
+def test_a_c_run_is_c_s_real_epoch_over_a_s(problem, tmp_path, monkeypatch):
+    """a/c run from the loops' measurements, by hand: (a) trains a bench epoch in 0.1 s and evaluates the
+    bench's splits in 0.01 s, (c) in 0.2 s and 0.1 s. A real epoch: S steps and E evaluated examples —
+    the bench's own where it trains on the problem's real data (the balanced digits: the size model's
+    mean class count would say 39 steps, the data give 36), else the size model's (the token LM: the
+    bench trains a few steps of a 511-step epoch)."""
+    from optbench import bench
+
+    def loop(epoch_s, eval_s):
+        def measure(setup, device):
+            return {"chunks": [epoch_s] * setup.timed_epochs, "eval": [eval_s] * (setup.timed_epochs + 1),
+                    "setup": [0.01]}
+        return measure
+
+    monkeypatch.setitem(bench.MEASURE, "optbench", loop(0.1, 0.01))
+    monkeypatch.setitem(bench.MEASURE, "bare", loop(0.1, 0.0))
+    monkeypatch.setitem(bench.MEASURE, "bare+eval", loop(0.1, 0.0))
+    monkeypatch.setitem(bench.MEASURE, "naive", loop(0.2, 0.1))
+    r = bench.bench_problem(problem, steps=20, seconds=0, repeats=2, device="cpu", data_dir=tmp_path,
+                            progress=lambda m: None)
+    spe, n = r.steps_per_epoch, r.eval_examples
+    model = bench.real_sizes(problem, r.batch_size)
+    if problem == "digits_mlp_balanced":
+        assert r.real == (spe, n) and model[0] > spe  # the data's size, not the model's upper bound
+    else:
+        assert r.real == model and model[0] > spe
+    S, E = r.real
+    a = S * 0.1 / spe + 0.01 * E / n  # seconds: steps at spe per 0.1 s, evaluation at n examples per 0.01 s
+    c = S * 0.2 / spe + 0.1 * E / n
+    assert r.a_over_c == pytest.approx(2.0) and r.a_over_c_run == pytest.approx(c / a)
+    assert r.ratios["a/c run"] > r.a_over_c  # (c)'s evaluation is 10x slower: the run ratio is larger
