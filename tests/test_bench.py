@@ -500,3 +500,20 @@ def test_a_c_run_is_c_s_real_epoch_over_a_s(problem, tmp_path, monkeypatch):
     c = S * 0.2 / spe + 0.1 * E / n
     assert r.a_over_c == pytest.approx(2.0) and r.a_over_c_run == pytest.approx(c / a)
     assert r.ratios["a/c run"] > r.a_over_c  # (c)'s evaluation is 10x slower: the run ratio is larger
+
+
+def test_full_eval_batch_gives_the_dataset_problems_splits_of_one_evaluation_batch(tmp_path):
+    """On a GPU (forced here) the fake evaluation splits hold at least one evaluation batch (1,000 images),
+    so evaluation is timed at the batch size a real run uses; on a CPU one training batch (128)."""
+    from optbench import bench, problems
+
+    small = bench.make_setup("fmnist_2c2d", 4, tmp_path / "cpu", "cpu")
+    full = bench.make_setup("fmnist_2c2d", 4, tmp_path / "gpu", "cpu", full_eval_batch=True)
+    for setup, least, most in ((small, 128, 128), (full, 1000, 1000 + 127)):
+        task = problems.build("fmnist_2c2d", setup.args, seed=0)
+        sizes = [len(task.splits[k][0]) for k in ("valid", "test")]
+        assert all(least <= n <= most for n in sizes), sizes
+        # the training-evaluation split is drawn from the bench's (short) training split
+        assert len(task.splits["train_eval"][0]) == min(least, task.n_train)
+        assert task.eval_batch_size == 1000
+    assert full.steps_per_epoch == small.steps_per_epoch  # the training split is the same size
