@@ -45,7 +45,7 @@ def resume_collector() -> None:
 
 def import_training_stack() -> None:
     """Import torch and the training loop with the collector paused, make torch's lazy first-optimizer
-    imports happen here as well (``zero_grad`` imports ``torch._dynamo`` on its first call: ~1.4 s,
+    imports happen here as well (``zero_grad`` imports ``torch._dynamo`` on its first call: 0.9–1.4 s,
     once per process, whichever run would otherwise pay it), then :func:`resume_collector`. Once a
     process, as :func:`resume_collector`."""
     if _settled:
