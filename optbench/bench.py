@@ -163,10 +163,11 @@ def make_setup(problem: str, steps: int, data_dir: Path, device: str, batch_size
 
     ``full_eval_batch`` (default: on a GPU): the fake validation and test splits of the dataset problems
     hold at least one evaluation batch each (1,000 images for the image problems) instead of one
-    training batch (the training-evaluation split is drawn from the bench's short training split), so that the evaluation speed per example — which the cost model and ``a/c run`` scale to
-    the real splits — is measured at the batch size a real run evaluates in. A GPU evaluates a batch of
-    128 images at a fraction of its speed at 1,000; on a CPU the difference is small and the larger
-    splits would cost seconds of every round."""
+    training batch (the training-evaluation split is drawn from the bench's short training split), so
+    that the evaluation speed per example — which the cost model and ``a/c run`` scale to the real
+    splits — is measured at the batch size a real run evaluates in. A GPU evaluates a batch of 128
+    images at a fraction of its speed at 1,000; on a CPU the difference is small and the larger splits
+    would cost seconds of every round."""
     import torch
 
     from optbench import problems
@@ -179,8 +180,8 @@ def make_setup(problem: str, steps: int, data_dir: Path, device: str, batch_size
     if full_eval_batch is None:
         full_eval_batch = torch.device(device).type == "cuda"
     if full_eval_batch and spec.dataset is not None and task.eval_batch_size > bs:
+        # larger evaluation splits, the same training split (so the same n_train: no second build)
         args = sized_args(problem, target, data_dir, bs, overrides, eval_batches=math.ceil(task.eval_batch_size / bs))
-        task = problems.build(problem, args, seed=0, device=device)
     spe = task.n_train // bs
     if spe < 1:
         raise ValueError(f"{problem}: {task.n_train} training examples, fewer than one batch of {bs}")
@@ -712,12 +713,14 @@ def format_table(results: Sequence[Result]) -> str:
                      f"{s['optbench']:>12.4g} {s['bare']:>9.4g} {s['naive']:>9.4g}  "
                      f"{r.a_over_b:>5.2f} [{q['a/b q1']:.2f}-{q['a/b q3']:.2f}] "
                      f"{r.a_over_b_eval:>5.2f} {r.a_over_c:>5.2f} {r.a_over_c_run:>5.2f} "
-                     f"[{q.get('a/c run q1', math.nan):.2f}-{q.get('a/c run q3', math.nan):.2f}]  {e['optbench']:>6.3f}s {e['naive']:>6.3f}s {e['naive'] / e['optbench']:>5.1f}")
+                     f"[{q.get('a/c run q1', math.nan):.2f}-{q.get('a/c run q3', math.nan):.2f}]  "
+                     f"{e['optbench']:>6.3f}s {e['naive']:>6.3f}s {e['naive'] / e['optbench']:>5.1f}")
     lines.append("steps/s: training steps per second in each loop's best round; a/b, a/c: median over the rounds of the "
                  "ratio within a round [quartiles]; a/b': against the bare loop evaluated (untimed) after every epoch "
                  "as the protocol is: what is left of a/b once what evaluating costs the steps after it is taken "
                  "out; a/c run: an epoch of a real run (spe's second number of steps) plus one evaluation of the real "
-                 "splits, (c)'s time over (a)'s, from each round's step speeds and median evaluations; eval: fastest evaluation of the bench's train_eval+valid+test "
+                 "splits, (c)'s time over (a)'s, from each round's step speeds and median evaluations; eval: fastest "
+                 "evaluation of the bench's train_eval+valid+test "
                  "splits, (a) vs (c); spe: steps per epoch in the bench / in a real run (where the bench's epochs "
                  "are shorter, (a) pays its per-epoch work - permutation, checkpoint snapshot, caches refilled after "
                  "each evaluation - more often than a real run does)")
@@ -741,7 +744,7 @@ def measure_task_start(repeats: int = 3) -> float:
     """Seconds a fresh array task spends before its first run: a new interpreter importing what the
     worker imports (torch, h5py, submitit, optbench's worker and trainer) and making its first
     optimizer (``zero_grad`` is one of the torch functions that import ``torch._dynamo`` on their first
-    call: ~1.4 s on this CPU, once per process), with the collector paused as a task does it
+    call: 0.9–1.4 s on this CPU, once per process), with the collector paused as a task does it
     (:mod:`optbench.startup`); the fastest of ``repeats``."""
     import subprocess
     import sys

@@ -109,9 +109,10 @@ def build_quadratic_deep(spec, args, seed, device="cpu") -> Task:
 @functools.lru_cache(maxsize=4)
 def _fixed_parts(dim: int, n: int, noise: float, device: str):
     """What every P1 run with these settings shares — Q (numpy, and the model's float32 Q in float64
-    on the device), the three draws on the device and their moments — made once a process: an array task trains many P1 runs, and these were 10 of the
-    14 ms a run spent building its task (a run trains in ~0.3 s). Nothing writes to them: batches
-    and evaluations index or read the data, and each run gets its own model (θ and its copy of Q)."""
+    on the device), the three draws on the device and their moments — made once a process: an array
+    task trains many P1 runs, and these were 10 of the 14 ms a run spent building its task (a run
+    trains in ~0.3 s). Nothing writes to them: batches and evaluations index or read the data, and
+    each run gets its own model (θ and its copy of Q)."""
 
     def draw(s: int) -> torch.Tensor:
         x = np.float32(np.random.RandomState(s).normal(0.0, noise, (n, dim)))
