@@ -23,7 +23,9 @@ class MemorySink:
         self.rows.append(row)
 
     def array(self) -> np.ndarray:
-        return np.concatenate(self.rows)
+        from optbench.storage import stack_rows
+
+        return stack_rows(self.rows)
 
 
 class Stop(Exception):

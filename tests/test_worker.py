@@ -1,6 +1,8 @@
 """The training loop and the worker: evaluation rows, resume equality, skip-finished, failures."""
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -404,3 +406,31 @@ def test_quadratic_run_that_blows_up_is_diverged():
     assert train_run(rec, sink=sink, checkpoint=lambda s: None) == "diverged"
     rows = sink.array()
     assert len(rows) < 61 and not np.isfinite(rows["test_loss"][-1]) and np.isfinite(rows["test_loss"][:-1]).all()
+
+
+def test_eval_rows_built_and_stacked_as_numpy_would():
+    """eval_row and stack_rows (the fast paths used every epoch and at each checkpoint and write) give
+    byte for byte what field-by-field assignment and np.concatenate give, missing fields NaN."""
+    from optbench.storage import EVAL_DTYPE, EVAL_FIELDS, eval_row, stack_rows
+
+    rng = np.random.default_rng(3)
+    rows = []
+    for e in range(30):
+        values = {f: float(rng.normal()) * 10.0 ** int(rng.integers(-20, 20)) for f in EVAL_FIELDS
+                  if rng.random() < 0.7}
+        values.update(epoch=e, step=int(rng.integers(0, 10**12)), valid_loss=math.inf if e % 7 == 0 else 1.0)
+        expected = np.zeros(1, dtype=EVAL_DTYPE)
+        for f in EVAL_FIELDS:
+            expected[f] = values.get(f, np.nan)
+        row = eval_row(values)
+        assert row.dtype == EVAL_DTYPE and row.tobytes() == expected.tobytes()
+        rows.append(row)
+    rows.append(np.concatenate(rows[:3]))  # a table of several rows among single ones
+    table = stack_rows(rows)
+    assert table.dtype == EVAL_DTYPE and table.tobytes() == np.concatenate(rows).tobytes()
+    assert list(table["epoch"]) == [*range(30), 0, 1, 2]
+    table["lr"][0] = 5.0  # writable (a resumed run's rows are set from it)
+    assert rows[0]["lr"][0] != 5.0  # and a copy
+    other = np.zeros(2, dtype=[(f, "<i8" if f == "epoch" else "<f8") for f in EVAL_FIELDS])  # the same fields,
+    other["epoch"] = [4, 5]  # other types (as an older checkpoint might hold them): cast
+    assert list(stack_rows([rows[0], other])["epoch"]) == [0, 4, 5]
