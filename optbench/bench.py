@@ -284,13 +284,14 @@ def epoch_chunks(t0: float, walls: Sequence[float], appended: Sequence[float],
     return [c + share for c in chunks], per_run
 
 
-def measure_optbench(setup: Setup, device: str) -> dict[str, list[float]]:
+def measure_optbench(setup: Setup, device: str, resources: Any = None) -> dict[str, list[float]]:
     """Loop (a): train_run; the time of each epoch's training steps (epochs 2..), of each evaluation,
     and of the run's set-up (building the task and the optimizer: from the call to the first checkpoint
     lookup; plus the first epoch-end checkpoint and the row writes outside the timed epochs).
 
     As in the worker, the rows go to a real result file through :class:`optbench.storage.RowWriter`
-    (in groups; all of them before each checkpoint) and the checkpoints to a real CheckpointStore."""
+    (in groups; all of them before each checkpoint) and the checkpoints to a real CheckpointStore,
+    with the checkpoint settings of ``resources`` (default: the profile defaults)."""
     from optbench import trainer
     from optbench.checkpoint import CheckpointStore
     from optbench.interrupt import Interrupt
@@ -301,7 +302,7 @@ def measure_optbench(setup: Setup, device: str) -> dict[str, list[float]]:
     rows: list[Any] = []
     started: list[float] = []
     clock = _clock
-    defaults = Resources()
+    defaults = resources or Resources()
     record = _record(setup)
     ckpt_dir = tempfile.TemporaryDirectory(prefix="optbench-bench-ckpt-")
     store = CheckpointStore(ckpt_dir.name)
