@@ -8,7 +8,9 @@ protocol's evaluation after every epoch, (b) without it — each in its own proc
 ``valgrind --tool=callgrind``, at two numbers of timed epochs, and prints the instructions of one
 epoch (the difference of the two counts over the difference of the epochs: the processes' imports,
 set-up and exit cancel) and (a)'s over (b′)'s and (b)'s. Callgrind counts the instructions the
-process executes, the same on a quiet machine and a loaded one: the ratio says whether optbench
+process executes, the same on a quiet machine and a loaded one (with a fixed ``PYTHONHASHSEED``,
+which the script sets: Python's random string hashing alone moves a count by ~0.05 %): the ratio
+says whether optbench
 *does* more than the bare loop, which a wall-clock ratio on a shared 2-core VM (±2–4 % from run to
 run) cannot settle. What it cannot see: time spent in the kernel (file writes: its syscalls run
 natively, so the I/O budgets, set in seconds, allow more writes under valgrind than outside) and
@@ -59,7 +61,10 @@ def count(problem: str, loop: str, epochs: int, io: str) -> int:
     """Instructions the whole process executed (callgrind's total)."""
     cmd = ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", sys.executable, __file__,
            "--child", problem, loop, str(epochs), io]
-    out = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, cwd=ROOT)
+    # a fixed hash seed: with Python's random one the same process varies by ~0.05 % (±0.1 M instructions an
+    # epoch over 40 epochs), as much as the difference measured; with it, by < 1,000 instructions
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONHASHSEED": "0"}
+    out = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT)
     m = re.search(r"Collected\s*:\s*(\d+)", out.stderr)
     if out.returncode != 0 or not m:
         raise SystemExit(f"{loop} ({epochs} epochs) failed under valgrind:\n{out.stderr[-3000:]}")
@@ -77,6 +82,8 @@ def main() -> None:
     args = ap.parse_args()
     if args.child:
         p, loop, e, io = args.child
+        if io not in ("default", "off", "-"):
+            raise SystemExit(f"--child: io {io!r}")
         child(p, loop, int(e), io)
         return
     if shutil.which("valgrind") is None:
@@ -93,8 +100,11 @@ def main() -> None:
         print(f"  {job[0]:9s} {job[2]:7s} {job[1]:3d} epochs: {n:,} instructions", flush=True)
         return job, n
 
-    with ThreadPoolExecutor(args.jobs) as pool:
+    pool = ThreadPoolExecutor(args.jobs)
+    try:
         counts = dict(pool.map(run, jobs))
+    finally:  # on a failure, do not wait for the queued processes (minutes each) before saying so
+        pool.shutdown(cancel_futures=True)
     per_epoch = {}
     for loop, io in {(j[0], j[2]) for j in jobs}:
         per_epoch[(loop, io)] = (counts[(loop, many, io)] - counts[(loop, few, io)]) / (many - few)

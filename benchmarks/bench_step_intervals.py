@@ -8,9 +8,11 @@
 epoch to the first of the next (the evaluation, the row, the next permutation), positions 1… the
 steady steps. Each ``--trainer`` (a source file of ``optbench/trainer.py``: the current one by
 default; an older one with ``git show REV:optbench/trainer.py > /tmp/trainer_old.py``) is loaded as
-its own module and runs ``train_run`` with an in-memory sink and no checkpoints, interleaved with
-the bare loops of ``optbench bench`` (loop (b), and (b′) which evaluates after every epoch) in one process over ``--rounds`` rounds (the order
-rotates), so that their per-position medians are paired. A step's end is stamped by wrapping the
+its own module — importing the current rest of ``optbench``: old against new compares the training
+loops only — and runs ``train_run`` with an in-memory sink, its checkpoints made and dropped (the
+profile's grouping: a few in a P1 run) and no interrupt handler, interleaved with the bare loops of
+``optbench bench`` (loop (b), and (b′) which evaluates after every epoch) in one process over
+``--rounds`` rounds (the order rotates), so that their per-position medians are paired. A step's end is stamped by wrapping the
 optimizer's ``step`` (the same wrapper in every loop).
 """
 from __future__ import annotations
@@ -33,6 +35,11 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=1500, help="about this many timed steps a loop and round")
     ap.add_argument("--trainer", action="append", type=Path, help="a trainer.py to load (repeatable)")
     args = ap.parse_args()
+    if args.rounds < 1 or args.steps < 1:
+        ap.error("--rounds and --steps must be at least 1")
+    for f in args.trainer or ():
+        if not f.is_file():
+            ap.error(f"--trainer {f}: no such file")
 
     import numpy as np
     import torch

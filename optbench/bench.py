@@ -284,7 +284,7 @@ def epoch_chunks(t0: float, walls: Sequence[float], appended: Sequence[float],
     return [c + share for c in chunks], per_run
 
 
-def measure_optbench(setup: Setup, device: str, resources: Any = None) -> dict[str, list[float]]:
+def measure_optbench(setup: Setup, device: str, resources: "Resources | None" = None) -> dict[str, list[float]]:
     """Loop (a): train_run; the time of each epoch's training steps (epochs 2..), of each evaluation,
     and of the run's set-up (building the task and the optimizer: from the call to the first checkpoint
     lookup; plus the first epoch-end checkpoint and the row writes outside the timed epochs).
@@ -302,7 +302,7 @@ def measure_optbench(setup: Setup, device: str, resources: Any = None) -> dict[s
     rows: list[Any] = []
     started: list[float] = []
     clock = _clock
-    defaults = resources or Resources()
+    defaults = resources if resources is not None else Resources()
     record = _record(setup)
     ckpt_dir = tempfile.TemporaryDirectory(prefix="optbench-bench-ckpt-")
     store = CheckpointStore(ckpt_dir.name)

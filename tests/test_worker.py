@@ -434,3 +434,10 @@ def test_eval_rows_built_and_stacked_as_numpy_would():
     other = np.zeros(2, dtype=[(f, "<i8" if f == "epoch" else "<f8") for f in EVAL_FIELDS])  # the same fields,
     other["epoch"] = [4, 5]  # other types (as an older checkpoint might hold them): cast
     assert list(stack_rows([rows[0], other])["epoch"]) == [0, 4, 5]
+    swapped = np.zeros(1, dtype=[(f, "<f8") for f in reversed(EVAL_FIELDS)])  # same names, other order
+    swapped["epoch"] = 7
+    assert stack_rows([swapped])["epoch"][0] == 7
+    with pytest.raises(ValueError, match="fields"):  # another set of fields: refused, not cast by position
+        stack_rows([np.zeros(1, dtype=[("epoch", "<i4"), ("loss", "<f8")])])
+    with pytest.raises(ValueError, match="no evaluation rows"):  # as np.concatenate([]) did
+        stack_rows([])
