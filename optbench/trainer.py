@@ -197,8 +197,9 @@ def train_run(record: RunRecord, *, sink: Sink, checkpoint: Callable[[dict | Non
         g.manual_seed(data_seeds[epoch])
         perm = torch.randperm(n, generator=g).to(device)
         # the epoch's batches as index views, all made here in one call: a slice made inside each step
-        # cost ~7 µs more there than here (measured on P1: the slicing code runs cold after the step's
-        # kernels; ~2 % of a 320 µs step)
+        # cost ~7 µs there (P1, ~2 % of a 320 µs step: the slicing code runs cold after the step's
+        # kernels); steady steps are 4-7 µs faster, but the split costs 20-30 µs here, so an epoch of P1 or
+        # MNIST-1D gains within its noise (benchmarks/bench_step_intervals.py)
         batches = perm[:steps_per_epoch * bs].split(bs)
         if not lr_per_step and lr != (lr := lr0 * factor(epoch * steps_per_epoch)):
             _set_lr(opt, lr)
