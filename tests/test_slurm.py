@@ -183,14 +183,12 @@ def test_requeue_and_time_limit_mid_run_resume_exactly(slurm_cluster, write_stud
     """`scontrol requeue` of a running task, and a 1-minute time limit firing mid-run many times in a row
     (5 forced time-limit signals besides the real ones): every run finishes once, with epochs + 1
     rows, equal to the uninterrupted run; submitit never gives up on the time-limited one."""
-    epochs = 40
+    # B is longer: each forced time limit costs it ~4 epochs here (restart seen, a new row, the signal)
+    epochs = {"a": 40, "b": 60}
     a, b = tmp_path / "requeued", tmp_path / "timed"
-    assert cli("plan", write_study(LONG_STUDY.format(epochs=epochs, seed=1), "a.toml"), "-o", a).returncode == 0
-    assert cli("plan", write_study(LONG_STUDY.format(epochs=epochs, seed=2).replace('"long"', '"long2"'),
+    assert cli("plan", write_study(LONG_STUDY.format(epochs=epochs["a"], seed=1), "a.toml"), "-o", a).returncode == 0
+    assert cli("plan", write_study(LONG_STUDY.format(epochs=epochs["b"], seed=2).replace('"long"', '"long2"'),
                                    "b.toml"), "-o", b).returncode == 0
-    short = profile_file(tmp_path, timeout_min=1, signal_delay_s=30, checkpoint_every_s=1000)
-    r = cli("submit", b, "--profile", short)
-    assert r.returncode == 0 and "submitted 1 runs" in r.stdout, r.stdout + r.stderr
     r = cli("submit", a, "--profile", PROFILE)
     assert r.returncode == 0 and "submitted 1 runs" in r.stdout, r.stdout + r.stderr
     # submitting again while the task is queued or running submits nothing
@@ -208,6 +206,13 @@ def test_requeue_and_time_limit_mid_run_resume_exactly(slurm_cluster, write_stud
         time.sleep(0.5)
     subprocess.run(["scontrol", "requeue", job_a], check=True)
 
+    # B is submitted only now, so that it starts at epoch 0 when the forced signals begin: the rows it
+    # trains while A starts would otherwise count against the epochs its forced time limits need (a
+    # CI run finished B after 4 of the 5 when both were submitted together).
+    short = profile_file(tmp_path, timeout_min=1, signal_delay_s=30, checkpoint_every_s=1000)
+    r = cli("submit", b, "--profile", short)
+    assert r.returncode == 0 and "submitted 1 runs" in r.stdout, r.stdout + r.stderr
+
     # B: force time limits many times in a row. With a 1-minute limit, submitit counts *every* USR2 as
     # a time limit (its guaranteed walltime min(0.8·limit, limit − 10 min) is negative), so each signal
     # below spends one of submitit's max_num_timeout (its default, 3, would drop the run at the 4th).
@@ -219,7 +224,7 @@ def test_requeue_and_time_limit_mid_run_resume_exactly(slurm_cluster, write_stud
     forced, t0 = 0, time.time()
     state = wait_rows(b, rid_b, 2, 300)
     while forced < FORCED_TIME_LIMITS:
-        if state["n_evals"] >= epochs - 2:
+        if state["n_evals"] >= epochs["b"] - 2:
             break
         if subprocess.run(["scancel", "--signal=USR2", job_b], capture_output=True).returncode == 0:
             forced += 1
@@ -236,7 +241,8 @@ def test_requeue_and_time_limit_mid_run_resume_exactly(slurm_cluster, write_stud
         plan = planner.load_plan(study_dir)
         rec = planner.records(plan)[plan["run_id"].iloc[0]]
         rows, attrs = curve(study_dir, rec.run_id)
-        assert len(rows) == epochs + 1 and list(rows["epoch"]) == list(range(epochs + 1))
+        n = epochs["b" if study_dir == b else "a"]
+        assert len(rows) == n + 1 and list(rows["epoch"]) == list(range(n + 1))
         # it really was interrupted and restarted (B: at least once per forced time limit)
         assert int(attrs["requeues"]) >= (FORCED_TIME_LIMITS if study_dir == b else 1), attrs
         ref = reference_curve(rec)
