@@ -577,8 +577,14 @@ def real_sizes(problem: str, batch_size: int, overrides: Mapping[str, Any] | Non
 def bench_problem(problem: str, *, steps: int | None, seconds: float, repeats: int, device: str,
                   data_dir: Path, progress: Callable[[str], None] = print,
                   fit_batch: Sequence[float] = (), batch_size: int | None = None,
-                  fit_sizes: Sequence[int] = (), overrides: Mapping[str, Any] | None = None) -> Result:
+                  fit_sizes: Sequence[int] = (), overrides: Mapping[str, Any] | None = None,
+                  min_seconds: float = 0.0, max_rounds: int | None = None) -> Result:
     """Measure the three loops on one problem in ``repeats`` interleaved rounds.
+
+    ``min_seconds``: rounds go on past ``repeats`` until the problem's rounds have taken this long (at
+    most ``max_rounds``, default 10 × ``repeats``). Why: a run over every problem takes its length from
+    the CNNs (a minute a round), while a round of P1 takes a second and its ratios need many rounds to
+    settle (imbalanced digits' a/b read 0.91 in 3 rounds, 0.97 in 17), and many of them cost little.
 
     A loop's time is split into epoch-sized chunks (``steps_per_epoch`` steps: one epoch of (a));
     its speed in a round is that of its median chunk. Ratios: the median over rounds of the ratio of
@@ -606,7 +612,9 @@ def bench_problem(problem: str, *, steps: int | None, seconds: float, repeats: i
     evals: dict[str, list[float]] = {k: [] for k in LOOPS}
     round_eval: dict[str, list[float]] = {"optbench": [], "naive": []}  # per round: its median evaluation
     setups: list[float] = []
-    for r in range(repeats):
+    max_rounds = max(repeats, max_rounds if max_rounds is not None else 10 * repeats)
+    t_start, r = time.monotonic(), 0
+    while r < repeats or (r < max_rounds and time.monotonic() - t_start < min_seconds):
         order = list(LOOPS[r % len(LOOPS):]) + list(LOOPS[:r % len(LOOPS)])  # rotate: no loop always first
         for loop in order:
             m = MEASURE[loop](setup, device)
@@ -615,7 +623,8 @@ def bench_problem(problem: str, *, steps: int | None, seconds: float, repeats: i
             setups += m.get("setup", [])
             if loop in round_eval:
                 round_eval[loop].append(statistics.median(m["eval"]))
-        progress(f"  {problem}: round {r + 1}/{repeats}: " +
+        r += 1
+        progress(f"  {problem}: round {r}/{repeats if r <= repeats else '+'}: " +
                  ", ".join(f"{k} {v[-1]:.4g}" for k, v in speed.items()) + " steps/s")
     ratios = {}
     for name, other in (("a/b", "bare"), ("a/b'", "bare+eval"), ("a/c", "naive")):
@@ -653,7 +662,7 @@ def bench_problem(problem: str, *, steps: int | None, seconds: float, repeats: i
             progress(f"  {problem}: batch size {bs}: optbench {best:.4g} steps/s")
         fit = fit_step_time(sizes, times) if len(sizes) > 1 else None
     return Result(problem, setup.batch_size, n_params, spe, setup.timed_steps, n_eval,
-                  {k: max(v) for k, v in speed.items()}, {k: min(v) for k, v in evals.items() if v}, ratios, repeats,
+                  {k: max(v) for k, v in speed.items()}, {k: min(v) for k, v in evals.items() if v}, ratios, r,
                   min(setups), fit, estimate.speed_key(problem, overrides), dict(overrides or {}), real)
 
 
@@ -669,7 +678,8 @@ def _quartiles(values: Sequence[float]) -> tuple[float, float]:
 def run(problem_names: Iterable[str], *, steps: int | None = None, seconds: float = 0.5, repeats: int = 7,
         device: str = "cpu", threads: int | None = None, clock: str | None = None,
         progress: Callable[[str], None] = print, fit_batch: Sequence[float] = (),
-        study: Any = None, precision: str = "fp32", cudnn_benchmark: bool = False) -> list[Result]:
+        study: Any = None, precision: str = "fp32", cudnn_benchmark: bool = False,
+        min_seconds: float = 0.0) -> list[Result]:
     """Bench each problem; with ``study`` (a loaded study file), each of its problems as the study sets
     it up — its argument overrides, its largest batch size for the three loops and its smallest for the
     step-time fit — under the profile key the estimate of that study looks up."""
@@ -694,7 +704,8 @@ def run(problem_names: Iterable[str], *, steps: int | None = None, seconds: floa
                 sizes = sorted(set(setting.batch_sizes))
                 kw = {"batch_size": sizes[-1], "fit_sizes": sizes[:1], "overrides": dict(setting.args)}
             results.append(bench_problem(name, steps=steps, seconds=seconds, repeats=repeats, device=device,
-                                         data_dir=data_dir, progress=progress, fit_batch=fit_batch, **kw))
+                                         data_dir=data_dir, progress=progress, fit_batch=fit_batch,
+                                         min_seconds=min_seconds, **kw))
     return results
 
 
@@ -703,20 +714,20 @@ AB_EVAL = "a/b'"
 
 def format_table(results: Sequence[Result]) -> str:
     w = max([22, *(len(r.problem) for r in results)])  # the longest name (tokens_tf_… has 30 characters)
-    head = (f"{'problem':<{w}} {'params':>10} {'bs':>4} {'spe':>9} {'steps':>5}  {'(a) optbench':>12} {'(b) bare':>9} "
+    head = (f"{'problem':<{w}} {'params':>10} {'bs':>4} {'spe':>9} {'steps':>5} {'rnd':>3}  {'(a) optbench':>12} {'(b) bare':>9} "
             f"{'(c) naive':>9}  {'a/b [q1-q3]':>16} {AB_EVAL:>5} {'a/c':>5} {'a/c run [q1-q3]':>16}  {'eval a':>7} "
             f"{'eval c':>7} {'c/a':>5}")
     lines = [head, "-" * len(head)]
     for r in results:
         s, e, q = r.steps_per_s, r.eval_s, r.ratios
         spe = f"{r.steps_per_epoch}/{r.real[0] if r.real is not None else '?'}"
-        lines.append(f"{r.problem:<{w}} {r.n_params:>10,} {r.batch_size:>4} {spe:>9} {r.timed_steps:>5}  "
+        lines.append(f"{r.problem:<{w}} {r.n_params:>10,} {r.batch_size:>4} {spe:>9} {r.timed_steps:>5} {r.rounds:>3}  "
                      f"{s['optbench']:>12.4g} {s['bare']:>9.4g} {s['naive']:>9.4g}  "
                      f"{r.a_over_b:>5.2f} [{q['a/b q1']:.2f}-{q['a/b q3']:.2f}] "
                      f"{r.a_over_b_eval:>5.2f} {r.a_over_c:>5.2f} {r.a_over_c_run:>5.2f} "
                      f"[{q.get('a/c run q1', math.nan):.2f}-{q.get('a/c run q3', math.nan):.2f}]  "
                      f"{e['optbench']:>6.3f}s {e['naive']:>6.3f}s {e['naive'] / e['optbench']:>5.1f}")
-    lines.append("steps/s: training steps per second in each loop's best round; a/b, a/c: median over the rounds of the "
+    lines.append("rnd: rounds; steps/s: training steps per second in each loop's best round; a/b, a/c: median over the rounds of the "
                  "ratio within a round [quartiles]; a/b': against the bare loop evaluated (untimed) after every epoch "
                  "as the protocol is: what is left of a/b once what evaluating costs the steps after it is taken "
                  "out; a/c run: an epoch of a real run (spe's second number of steps) plus one evaluation of the real "

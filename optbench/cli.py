@@ -58,11 +58,12 @@ def cmd_bench(args) -> int:
         device = "cuda" if torch.cuda.is_available() else "cpu"
     results = bench.run(names, steps=args.steps, seconds=args.seconds, repeats=args.repeats, device=device,
                         threads=args.threads, progress=_print, fit_batch=args.fit_batch, study=study,
-                        precision=args.precision, cudnn_benchmark=args.cudnn_benchmark)
+                        precision=args.precision, cudnn_benchmark=args.cudnn_benchmark,
+                        min_seconds=args.min_seconds)
     env = bench.environment(device)
     print(f"\n{env['device']}, {env['threads']} torch thread(s), torch {env['torch']}, {env['cpu']} "
           f"({env['cpus']} CPUs){', ' + env['gpu'] if 'gpu' in env else ''}; optimizer {bench.OPTIMIZER}, "
-          f"{args.repeats} rounds" + (f", {env['precision']}" if device.startswith("cuda") else ""))
+          f"{args.repeats} rounds{' or more (--min-seconds)' if args.min_seconds else ''}" + (f", {env['precision']}" if device.startswith("cuda") else ""))
     print(bench.format_table(results))
     print(bench.format_fits(results))
     if args.write_device:
@@ -162,6 +163,9 @@ def build_parser() -> argparse.ArgumentParser:
                          "is the round's speed), so a round may time more steps than asked")
     sp.add_argument("--seconds", type=float, default=0.5, help="target seconds per loop and round (default 0.5)")
     sp.add_argument("--repeats", type=int, default=7, help="interleaved rounds (default 7)")
+    sp.add_argument("--min-seconds", type=float, default=0.0, metavar="S",
+                    help="more rounds than --repeats (up to 10x) for a problem whose rounds end sooner than S "
+                         "seconds: the small problems then get many rounds in a run over every problem (default 0)")
     sp.add_argument("--threads", type=int, default=1, help="torch threads (default 1: one run per core)")
     sp.add_argument("--device", choices=["auto", "cpu", "cuda"], default="cpu")
     sp.add_argument("--precision", choices=["fp32", "tf32"], default="fp32",

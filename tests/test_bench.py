@@ -517,3 +517,19 @@ def test_full_eval_batch_gives_the_dataset_problems_splits_of_one_evaluation_bat
         assert len(task.splits["train_eval"][0]) == min(least, task.n_train)
         assert task.eval_batch_size == 1000
     assert full.steps_per_epoch == small.steps_per_epoch  # the training split is the same size
+
+
+def test_min_seconds_adds_rounds_to_a_problem_whose_rounds_end_sooner(tmp_path):
+    """--min-seconds: rounds past --repeats until the time is spent, capped; without it, exactly --repeats."""
+    from optbench import bench
+
+    def rounds(**kw):
+        said = []
+        r = bench.bench_problem("quadratic_deep", steps=14, seconds=0, device="cpu", data_dir=tmp_path,
+                                progress=said.append, **kw)
+        assert len([m for m in said if ": round " in m]) == r.rounds and "quadratic_deep" in bench.format_table([r])
+        return r.rounds
+
+    assert rounds(repeats=2) == 2
+    assert rounds(repeats=1, min_seconds=1e9, max_rounds=4) == 4  # the time never runs out: the cap ends it
+    assert rounds(repeats=3, min_seconds=1e-9) == 3  # the time ran out: --repeats still all done
