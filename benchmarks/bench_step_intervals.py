@@ -95,7 +95,8 @@ def main() -> None:
     for name, v in per_round.items():
         m = np.median(np.asarray(v), axis=0) * 1e6
         cells = " ".join(f"{x:8.1f}" for x in m[:8])
-        print(f"{name:{width}s} {cells}  {m[1:].mean():7.1f}  {m.sum():7.0f}   µs")
+        steady = f"{m[1:].mean():7.1f}" if spe > 1 else f"{'-':>7s}"  # one step an epoch: no steady step
+        print(f"{name:{width}s} {cells}  {steady}  {m.sum():7.0f}   µs")
     print("pos 0: from the last step of an epoch to the first of the next (the trainers and bare+eval evaluate "
           "there, bare does not); steady: the mean of positions 1…; epoch: their sum (medians over the rounds)")
 
