@@ -505,3 +505,46 @@ def test_digits_read_once_a_process_each_run_its_own_tensors():
     a.train[0].add_(1.0)  # one run's data, not the others'
     assert not torch.equal(a.train[0], problems.build("digits_mlp", {}, seed=2).train[0])
     assert digits_arrays.cache_info().hits >= 2 and not digits_arrays()[0].flags.writeable
+
+
+def test_batched_evaluation_weights_batches_by_size_and_matches_the_running_sum():
+    """Splits that do not divide into evaluation batches: the mean over the split is the one-pass
+    float64 mean of the per-example losses, bit-identical to summing loss·m batch by batch in float64
+    (what the trainer did before it read the batches at once); several splits at once give exactly the
+    per-split results; a loss without accuracy gives NaN; the model's mode is restored."""
+    from types import SimpleNamespace
+
+    from optbench.trainer import evaluate_splits
+
+    task = problems.build("digits_mlp", {}, seed=0)
+    task.eval_batch_size = 100  # valid/test: 270 = 100 + 100 + 70; train_eval: 1257 in 13 batches
+    model = task.model
+    for name in ("valid", "train_eval"):
+        x, y = task.splits[name]
+        loss, acc = evaluate(task, (x, y))
+        with torch.no_grad():
+            logits = model(x).double()
+        per_example = F.cross_entropy(logits, y, reduction="none")
+        assert loss == pytest.approx(per_example.mean().item(), rel=1e-6)
+        assert acc == pytest.approx((logits.argmax(-1) == y).double().mean().item(), rel=1e-6)  # float32 batch means
+        # the old running sum on the device, in float64
+        ls, ac = torch.zeros((), dtype=torch.float64), torch.zeros((), dtype=torch.float64)
+        with torch.inference_mode():
+            for i in range(0, x.shape[0], 100):
+                bl, ba = task.loss(model, (x[i:i + 100], y[i:i + 100]))
+                m = min(100, x.shape[0] - i)
+                ls += bl.double() * m
+                ac += ba.double() * m
+        assert (loss, acc) == (float(ls) / x.shape[0], float(ac) / x.shape[0])
+    model.train()
+    together = evaluate_splits(task, ["valid", "test", "train_eval"])
+    assert together == [evaluate(task, task.splits[n]) for n in ("valid", "test", "train_eval")]
+    assert model.training
+    model.eval()
+    evaluate(task, task.splits["valid"])
+    assert not model.training
+    no_acc = SimpleNamespace(model=model, eval_batch_size=100, split_eval=None,
+                             splits={"valid": task.splits["valid"]},
+                             loss=lambda mdl, b: (task.loss(mdl, b)[0], None))
+    loss, acc = evaluate_splits(no_acc, ["valid"])[0]
+    assert loss == together[0][0] and math.isnan(acc)
