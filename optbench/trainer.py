@@ -86,9 +86,13 @@ def _evaluate(task, splits: list) -> list[tuple[float, float]]:
                 split_acc = split_acc or acc is not None
             sizes.append(split_sizes)
             has_acc.append(split_acc)
-        loss_values = iter(torch.stack(losses).tolist())
+        stacked = torch.stack(losses)
         given = [a for a in accs if a is not None]
-        acc_iter = iter(torch.stack(given).tolist() if given else [])
+        acc_stacked = torch.stack(given) if given else stacked[:0]
+        if stacked.dim() != 1 or acc_stacked.dim() != 1:  # a value per batch, else the sums below go wrong
+            raise ValueError(f"task.loss must return 0-dim loss and accuracy tensors, got shape "
+                             f"{tuple(losses[0].shape)} / {tuple(given[0].shape) if given else ()}")
+        loss_values, acc_iter = iter(stacked.tolist()), iter(acc_stacked.tolist())
     model.train(was_training)
     acc_values = iter([next(acc_iter) if a is not None else None for a in accs])
     out = []

@@ -548,3 +548,14 @@ def test_batched_evaluation_weights_batches_by_size_and_matches_the_running_sum(
                              loss=lambda mdl, b: (task.loss(mdl, b)[0], None))
     loss, acc = evaluate_splits(no_acc, ["valid"])[0]
     assert loss == together[0][0] and math.isnan(acc)
+
+
+def test_evaluation_refuses_a_loss_that_is_not_a_scalar():
+    """A problem whose loss is a 1-element vector would otherwise be summed as a Python list."""
+    from types import SimpleNamespace
+
+    task = problems.build("digits_mlp", {}, seed=0)
+    bad = SimpleNamespace(model=task.model, eval_batch_size=100, split_eval=None, splits=task.splits,
+                          loss=lambda mdl, b: (task.loss(mdl, b)[0].reshape(1), None))
+    with pytest.raises(ValueError, match="0-dim"):
+        evaluate(bad, task.splits["valid"])
