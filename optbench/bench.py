@@ -583,7 +583,7 @@ def bench_problem(problem: str, *, steps: int | None, seconds: float, repeats: i
 
     ``min_seconds``: rounds go on past ``repeats`` until the problem's rounds have taken this long (at
     most ``max_rounds``, default 10 × ``repeats``). Why: a run over every problem takes its length from
-    the CNNs (a minute a round), while a round of P1 takes a second and its ratios need many rounds to
+    the CNNs (minutes a round), while a round of P1 takes a second and its ratios need many rounds to
     settle (imbalanced digits' a/b read 0.91 in 3 rounds, 0.97 in 17), and many of them cost little.
 
     A loop's time is split into epoch-sized chunks (``steps_per_epoch`` steps: one epoch of (a));

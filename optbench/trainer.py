@@ -63,45 +63,48 @@ def _evaluate(task, splits: list) -> list[tuple[float, float]]:
 
     The batches' values stay tensors until the last split is done, then are read in one go. A running
     float64 sum on the device cost six small ops a batch, and switching the model's mode per split
-    ~17 µs: on a CPU the digits MLP's three splits took 920 µs that way, 795 µs now, and the bench's
-    plainest evaluation (losses only, nothing read) 770 µs. Reading each batch would make a GPU wait
-    once per batch. The sums are done in Python floats, batch by
-    batch in order, as the device did them: a float32 value × a batch size below 2^24 is exact in
-    float64, so the results are bit-identical to the running sums'."""
+    ~17 µs: on a CPU the digits MLP's three splits took 920 µs that way, ~810 µs now, and the bench's
+    plainest evaluation (losses only, nothing read) ~780 µs. Reading each batch would make a GPU wait
+    once per batch. The sums are then done in Python floats with the same float64 operations in the
+    same order as the device's running sums (value × batch size, added batch by batch; float64 holds
+    every float16/bfloat16/float32 value exactly), so the results are bit-identical to theirs."""
+    if any(split[0].shape[0] == 0 for split in splits):
+        raise ValueError("a split to evaluate has no examples")
     model = task.model
     was_training = model.training
     model.eval()
     eb = task.eval_batch_size
-    losses, accs, sizes, has_acc = [], [], [], []  # per batch; sizes/has_acc also per split
-    with torch.inference_mode():
-        for split in splits:
-            split_sizes, split_acc = [], False
-            for i in range(0, split[0].shape[0], eb):
-                batch = tuple(t[i:i + eb] for t in split)
-                loss, acc = task.loss(model, batch)
-                m = batch[0].shape[0]
-                losses.append(loss)
-                accs.append(acc)
-                split_sizes.append(m)
-                split_acc = split_acc or acc is not None
-            sizes.append(split_sizes)
-            has_acc.append(split_acc)
-        stacked = torch.stack(losses)
-        given = [a for a in accs if a is not None]
-        acc_stacked = torch.stack(given) if given else stacked[:0]
-        if stacked.dim() != 1 or acc_stacked.dim() != 1:  # a value per batch, else the sums below go wrong
-            raise ValueError(f"task.loss must return 0-dim loss and accuracy tensors, got shape "
-                             f"{tuple(losses[0].shape)} / {tuple(given[0].shape) if given else ()}")
-        loss_values, acc_iter = iter(stacked.tolist()), iter(acc_stacked.tolist())
-    model.train(was_training)
-    acc_values = iter([next(acc_iter) if a is not None else None for a in accs])
-    out = []
-    for split, split_sizes, split_acc in zip(splits, sizes, has_acc):
+    losses, accs, sizes, counts = [], [], [], []  # per batch (all splits in order); counts: batches per split
+    try:
+        with torch.inference_mode():
+            for split in splits:
+                first = len(losses)
+                for i in range(0, split[0].shape[0], eb):
+                    batch = tuple(t[i:i + eb] for t in split)
+                    loss, acc = task.loss(model, batch)
+                    losses.append(loss)
+                    accs.append(acc)
+                    sizes.append(batch[0].shape[0])
+                counts.append(len(losses) - first)
+            given = [a for a in accs if a is not None]
+            values = [torch.stack(losses)] + ([torch.stack(given)] if given else [])
+            if any(v.dim() != 1 for v in values):  # one value per batch, or the sums below are wrong
+                raise ValueError(f"task.loss must return 0-dim loss and accuracy tensors, got shapes "
+                                 f"{tuple(losses[0].shape)} / {tuple(given[0].shape) if given else None}")
+            read = torch.cat([v.double() for v in values]).tolist()  # the one read of the device
+    finally:
+        model.train(was_training)
+    loss_values, acc_values = iter(read[:len(losses)]), iter(read[len(losses):])
+    out, first = [], 0
+    for split, k in zip(splits, counts):
         loss_sum = acc_sum = 0.0
-        for m in split_sizes:
+        split_acc = False
+        for m, acc in zip(sizes[first:first + k], accs[first:first + k]):
             loss_sum += next(loss_values) * m
-            if (a := next(acc_values)) is not None:
-                acc_sum += a * m
+            if acc is not None:
+                acc_sum += next(acc_values) * m
+                split_acc = True
+        first += k
         n = split[0].shape[0]
         out.append((loss_sum / n, acc_sum / n if split_acc else math.nan))
     return out

@@ -527,9 +527,12 @@ def test_min_seconds_adds_rounds_to_a_problem_whose_rounds_end_sooner(tmp_path):
         said = []
         r = bench.bench_problem("quadratic_deep", steps=14, seconds=0, device="cpu", data_dir=tmp_path,
                                 progress=said.append, **kw)
-        assert len([m for m in said if ": round " in m]) == r.rounds and "quadratic_deep" in bench.format_table([r])
+        assert len([m for m in said if ": round " in m]) == r.rounds
+        head, _, row = bench.format_table([r]).splitlines()[:3]
+        assert row.split()[head.split().index("rnd")] == str(r.rounds)  # the table's rnd column
         return r.rounds
 
     assert rounds(repeats=2) == 2
     assert rounds(repeats=1, min_seconds=1e9, max_rounds=4) == 4  # the time never runs out: the cap ends it
+    assert rounds(repeats=1, min_seconds=1e9) == 10  # the default cap: 10 x --repeats
     assert rounds(repeats=3, min_seconds=1e-9) == 3  # the time ran out: --repeats still all done

@@ -549,6 +549,44 @@ def test_batched_evaluation_weights_batches_by_size_and_matches_the_running_sum(
     loss, acc = evaluate_splits(no_acc, ["valid"])[0]
     assert loss == together[0][0] and math.isnan(acc)
 
+    # accuracy on some batches only (every other one), and a split with none at all: each split's own
+    # batches decide, as in the running sums (which add an accuracy only where a batch has one)
+    calls = []
+
+    def alternating(mdl, b):
+        calls.append(None)
+        loss, acc = task.loss(mdl, b)
+        return loss, (acc if len(calls) % 2 else None)
+
+    def running_sums(split, loss_fn):
+        x, y = split
+        ls, ac, seen = torch.zeros((), dtype=torch.float64), torch.zeros((), dtype=torch.float64), False
+        with torch.inference_mode():
+            for i in range(0, x.shape[0], 100):
+                bl, ba = loss_fn(model, (x[i:i + 100], y[i:i + 100]))
+                m = min(100, x.shape[0] - i)
+                ls += bl.double() * m
+                if ba is not None:
+                    ac += ba.double() * m
+                    seen = True
+        return float(ls) / x.shape[0], (float(ac) / x.shape[0] if seen else math.nan)
+
+    mixed = SimpleNamespace(model=model, eval_batch_size=100, split_eval=None, splits=task.splits, loss=alternating)
+    got = evaluate_splits(mixed, ["valid", "train_eval"])  # 3 batches, then 13: the accuracy on 2 + 6 of them
+    calls.clear()
+    expected = [running_sums(task.splits[n], alternating) for n in ("valid", "train_eval")]
+    assert got == expected and not math.isnan(got[0][1])
+    calls.clear()
+    first_split_only = SimpleNamespace(model=model, eval_batch_size=100, split_eval=None, splits=task.splits,
+                                       loss=lambda mdl, b: (alternating(mdl, b)[0], task.loss(mdl, b)[1]
+                                                            if len(calls) <= 3 else None))
+    (v_loss, v_acc), (t_loss, t_acc) = evaluate_splits(first_split_only, ["valid", "train_eval"])
+    assert (v_loss, v_acc) == together[0] and t_loss == together[2][0] and math.isnan(t_acc)
+    one_batch = SimpleNamespace(model=model, eval_batch_size=2000, split_eval=None, splits=task.splits,
+                                loss=alternating)
+    calls[:] = [None]  # the next call is the second: no accuracy
+    assert math.isnan(evaluate_splits(one_batch, ["valid"])[0][1])
+
 
 def test_evaluation_refuses_a_loss_that_is_not_a_scalar():
     """A problem whose loss is a 1-element vector would otherwise be summed as a Python list."""
@@ -557,5 +595,9 @@ def test_evaluation_refuses_a_loss_that_is_not_a_scalar():
     task = problems.build("digits_mlp", {}, seed=0)
     bad = SimpleNamespace(model=task.model, eval_batch_size=100, split_eval=None, splits=task.splits,
                           loss=lambda mdl, b: (task.loss(mdl, b)[0].reshape(1), None))
+    task.model.train()
     with pytest.raises(ValueError, match="0-dim"):
         evaluate(bad, task.splits["valid"])
+    assert task.model.training  # the model's mode is restored on the way out
+    with pytest.raises(ValueError, match="no examples"):
+        evaluate(task, tuple(t[:0] for t in task.splits["valid"]))
