@@ -15,7 +15,6 @@ the digits MLP.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import statistics
 import sys
 import tempfile
@@ -24,6 +23,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from trainer_files import add_trainer_option, load_trainers, trainer_files  # noqa: E402 (benchmarks/)
 
 SPLITS = ["valid", "test", "train_eval"]  # the order a run evaluates them in
 
@@ -41,29 +42,21 @@ def main() -> None:
     ap.add_argument("--problem", default="digits_mlp")
     ap.add_argument("--calls", type=int, default=200, help="calls per evaluator, round and mode (default 200)")
     ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--trainer", action="append", type=Path, help="a trainer.py to load (repeatable)")
+    add_trainer_option(ap)
     args = ap.parse_args()
     if args.calls < 1 or args.rounds < 1:
         ap.error("--calls and --rounds must be at least 1")
-    for f in args.trainer or ():
-        if not f.is_file():
-            ap.error(f"--trainer {f}: no such file")
+    files = trainer_files(ap, args)
 
     import torch
 
     from optbench import bench
 
     torch.set_num_threads(1)
-    files = args.trainer or [ROOT / "optbench" / "trainer.py"]
     with tempfile.TemporaryDirectory(prefix="optbench-eval-") as tmp:
         setup = bench.make_setup(args.problem, 200, Path(tmp), "cpu")
         loop = bench.BareLoop(setup, "cpu")  # its task and model are the ones every evaluator evaluates
-        evaluators = {}
-        for i, f in enumerate(files):
-            spec = importlib.util.spec_from_file_location(f"trainer_{i}", f)
-            module = importlib.util.module_from_spec(spec)
-            spec.loader.exec_module(module)
-            evaluators[f"{i}:{f.name}"] = trainer_evaluation(module)
+        evaluators = {name: trainer_evaluation(module) for name, module in load_trainers(files).items()}
         evaluators["bare"] = lambda task: loop.evaluate()
         spe = setup.steps_per_epoch
 

@@ -12,13 +12,12 @@ its own module — importing the current rest of ``optbench``: old against new c
 loops only — and runs ``train_run`` with an in-memory sink, its checkpoints made and dropped (the
 profile's grouping: a few in a P1 run) and no interrupt handler, interleaved with the bare loops of
 ``optbench bench`` (loop (b), and (b′) which evaluates after every epoch) in one process over
-``--rounds`` rounds (the order rotates), so that their per-position medians are paired. A step's end is stamped by wrapping the
-optimizer's ``step`` (the same wrapper in every loop).
+``--rounds`` rounds (the order rotates), so that their per-position medians are paired. A step's end
+is stamped by wrapping the optimizer's ``step`` (the same wrapper in every loop).
 """
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import sys
 import tempfile
 import time
@@ -27,19 +26,19 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from trainer_files import add_trainer_option, load_trainers, trainer_files  # noqa: E402 (benchmarks/)
+
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--problem", default="quadratic_deep")
     ap.add_argument("--rounds", type=int, default=13)
     ap.add_argument("--steps", type=int, default=1500, help="about this many timed steps a loop and round")
-    ap.add_argument("--trainer", action="append", type=Path, help="a trainer.py to load (repeatable)")
+    add_trainer_option(ap)
     args = ap.parse_args()
     if args.rounds < 1 or args.steps < 1:
         ap.error("--rounds and --steps must be at least 1")
-    for f in args.trainer or ():
-        if not f.is_file():
-            ap.error(f"--trainer {f}: no such file")
+    files = trainer_files(ap, args)
 
     import numpy as np
     import torch
@@ -48,7 +47,6 @@ def main() -> None:
     from optbench.testing import MemorySink
 
     torch.set_num_threads(1)
-    files = args.trainer or [ROOT / "optbench" / "trainer.py"]
     stamps: list[float] = []
     make = optimizers.make
 
@@ -66,11 +64,8 @@ def main() -> None:
 
     optimizers.make = stamped_make  # train_run and the bare loop build their optimizer through it
     loops = {}
-    for i, f in enumerate(files):
-        spec = importlib.util.spec_from_file_location(f"trainer_{i}", f)
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        loops[f"{i}:{f.name}"] = (lambda s, d, m=module: m.train_run(
+    for name, module in load_trainers(files).items():
+        loops[name] = (lambda s, d, m=module: m.train_run(
             bench._record(s), sink=MemorySink(), checkpoint=lambda state: None, device=d))
     loops["bare"] = bench.MEASURE["bare"]
     loops["bare+eval"] = bench.MEASURE["bare+eval"]  # (b'): evaluates at position 0, untimed in the bench

@@ -714,28 +714,28 @@ AB_EVAL = "a/b'"
 
 def format_table(results: Sequence[Result]) -> str:
     w = max([22, *(len(r.problem) for r in results)])  # the longest name (tokens_tf_… has 30 characters)
-    head = (f"{'problem':<{w}} {'params':>10} {'bs':>4} {'spe':>9} {'steps':>5} {'rnd':>3}  {'(a) optbench':>12} {'(b) bare':>9} "
-            f"{'(c) naive':>9}  {'a/b [q1-q3]':>16} {AB_EVAL:>5} {'a/c':>5} {'a/c run [q1-q3]':>16}  {'eval a':>7} "
-            f"{'eval c':>7} {'c/a':>5}")
+    head = (f"{'problem':<{w}} {'params':>10} {'bs':>4} {'spe':>9} {'steps':>5} {'rnd':>3}  {'(a) optbench':>12} "
+            f"{'(b) bare':>9} {'(c) naive':>9}  {'a/b [q1-q3]':>16} {AB_EVAL:>5} {'a/c':>5} {'a/c run [q1-q3]':>16}  "
+            f"{'eval a':>7} {'eval c':>7} {'c/a':>5}")
     lines = [head, "-" * len(head)]
     for r in results:
         s, e, q = r.steps_per_s, r.eval_s, r.ratios
         spe = f"{r.steps_per_epoch}/{r.real[0] if r.real is not None else '?'}"
-        lines.append(f"{r.problem:<{w}} {r.n_params:>10,} {r.batch_size:>4} {spe:>9} {r.timed_steps:>5} {r.rounds:>3}  "
-                     f"{s['optbench']:>12.4g} {s['bare']:>9.4g} {s['naive']:>9.4g}  "
+        lines.append(f"{r.problem:<{w}} {r.n_params:>10,} {r.batch_size:>4} {spe:>9} {r.timed_steps:>5} "
+                     f"{r.rounds:>3}  {s['optbench']:>12.4g} {s['bare']:>9.4g} {s['naive']:>9.4g}  "
                      f"{r.a_over_b:>5.2f} [{q['a/b q1']:.2f}-{q['a/b q3']:.2f}] "
                      f"{r.a_over_b_eval:>5.2f} {r.a_over_c:>5.2f} {r.a_over_c_run:>5.2f} "
                      f"[{q.get('a/c run q1', math.nan):.2f}-{q.get('a/c run q3', math.nan):.2f}]  "
                      f"{e['optbench']:>6.3f}s {e['naive']:>6.3f}s {e['naive'] / e['optbench']:>5.1f}")
-    lines.append("rnd: rounds; steps/s: training steps per second in each loop's best round; a/b, a/c: median over the rounds of the "
-                 "ratio within a round [quartiles]; a/b': against the bare loop evaluated (untimed) after every epoch "
-                 "as the protocol is: what is left of a/b once what evaluating costs the steps after it is taken "
-                 "out; a/c run: an epoch of a real run (spe's second number of steps) plus one evaluation of the real "
-                 "splits, (c)'s time over (a)'s, from each round's step speeds and median evaluations; eval: fastest "
-                 "evaluation of the bench's train_eval+valid+test "
-                 "splits, (a) vs (c); spe: steps per epoch in the bench / in a real run (where the bench's epochs "
-                 "are shorter, (a) pays its per-epoch work - permutation, checkpoint snapshot, caches refilled after "
-                 "each evaluation - more often than a real run does)")
+    lines.append("rnd: rounds; steps/s: training steps per second in each loop's best round; a/b, a/c: median over the "
+                 "rounds of the ratio within a round [quartiles]; a/b': against the bare loop evaluated (untimed) "
+                 "after every epoch as the protocol is: what is left of a/b once what evaluating costs the steps after "
+                 "it is taken out; a/c run: an epoch of a real run (spe's second number of steps) plus one evaluation "
+                 "of the real splits, (c)'s time over (a)'s, from each round's step speeds and median evaluations; "
+                 "eval: fastest evaluation of the bench's train_eval+valid+test splits, (a) vs (c); spe: steps per "
+                 "epoch in the bench / in a real run (where the bench's epochs are shorter, (a) pays its per-epoch "
+                 "work - permutation, checkpoint snapshot, caches refilled after each evaluation - more often than a "
+                 "real run does)")
     return "\n".join(lines)
 
 

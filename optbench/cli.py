@@ -63,7 +63,8 @@ def cmd_bench(args) -> int:
     env = bench.environment(device)
     print(f"\n{env['device']}, {env['threads']} torch thread(s), torch {env['torch']}, {env['cpu']} "
           f"({env['cpus']} CPUs){', ' + env['gpu'] if 'gpu' in env else ''}; optimizer {bench.OPTIMIZER}, "
-          f"{args.repeats} rounds{' or more (--min-seconds)' if args.min_seconds else ''}" + (f", {env['precision']}" if device.startswith("cuda") else ""))
+          f"{args.repeats} rounds{' or more (--min-seconds)' if args.min_seconds else ''}"
+          + (f", {env['precision']}" if device.startswith("cuda") else ""))
     print(bench.format_table(results))
     print(bench.format_fits(results))
     if args.write_device:

@@ -64,10 +64,11 @@ def _evaluate(task, splits: list) -> list[tuple[float, float]]:
     The batches' values stay tensors until the last split is done, then are read in one go. A running
     float64 sum on the device cost six small ops a batch, and switching the model's mode per split
     ~17 µs: on a CPU the digits MLP's three splits took 1.16× the bench's plainest evaluation (losses
-    only, nothing read) that way, 1.03× now (benchmarks/bench_evaluation.py). Reading each batch would make a GPU wait
-    once per batch. The sums are then done in Python floats with the same float64 operations in the
-    same order as the device's running sums (value × batch size, added batch by batch; float64 holds
-    every float16/bfloat16/float32 value exactly), so the results are bit-identical to theirs."""
+    only, nothing read) that way, 1.03× now (benchmarks/bench_evaluation.py). Reading each batch would
+    make a GPU wait once per batch. The sums are then done in Python floats with the same float64
+    operations in the same order as the device's running sums (value × batch size, added batch by batch;
+    float64 holds every float16/bfloat16/float32 value exactly), so the results are bit-identical to
+    theirs."""
     if any(split[0].shape[0] == 0 for split in splits):
         raise ValueError("a split to evaluate has no examples")
     model = task.model
