@@ -739,6 +739,51 @@ def format_table(results: Sequence[Result]) -> str:
     return "\n".join(lines)
 
 
+#: issue 8's goals: optbench's training steps at least this fraction of the bare loop's speed on
+#: every problem, and a run at least this many times as fast as the naive loop's on the small problems
+AB_GOAL = 0.95
+AC_RUN_GOAL = 1.5
+#: "small" for the a/c goal: a bare step under this on the device measured. There the per-step cost of
+#: a loop's bookkeeping (a DataLoader, a read of the loss) is a visible part of a step; a convnet's
+#: 30 ms-5 s step on a CPU hides it (a/c ≈ 1 there), while on a GPU the same convnet may be small.
+SMALL_STEP_S = 0.002
+
+
+def _goal_misses(results: Sequence[Result], name: str, goal: float) -> list[str]:
+    """The problems whose median ``name`` is below ``goal``, with their quartiles and whether the goal
+    lies inside them (then the miss is within the run-to-run noise of this machine)."""
+    misses = []
+    for r in results:
+        value, q1, q3 = r.ratios.get(name, math.nan), r.ratios.get(f"{name} q1", math.nan), r.ratios.get(f"{name} q3", math.nan)
+        if not value >= goal:
+            where = "goal inside the quartiles" if q3 >= goal else "below the goal in most rounds"
+            misses.append(f"{r.problem} {value:.3f} [{q1:.3f}-{q3:.3f}: {where}]")
+    return misses
+
+
+def format_goals(results: Sequence[Result]) -> str:
+    """The throughput goals checked against this run (the goals of issue 8 in the project's tracker). A median below a goal whose
+    upper quartile reaches it is reported as such: on a shared machine a few disturbed rounds move a
+    median by a few hundredths, and more rounds (``--min-seconds``) settle it."""
+    small = [r for r in results if r.steps_per_s["bare"] > 1 / SMALL_STEP_S]
+    lines = []
+    for label, name, goal, checked in ((f"a/b >= {AB_GOAL} on every problem", "a/b", AB_GOAL, results),
+                                       (f"a/c run >= {AC_RUN_GOAL} on the small problems (a bare step under "
+                                        f"{SMALL_STEP_S * 1e3:g} ms here)", "a/c run", AC_RUN_GOAL, small)):
+        if not checked:
+            lines.append(f"  {label}: no such problem in this run")
+            continue
+        misses = _goal_misses(checked, name, goal)
+        line = f"  {label}: met by {len(checked) - len(misses)} of {len(checked)}"
+        if misses:
+            line += "; below: " + ", ".join(misses)
+        lines.append(line)
+    if any("inside" in line for line in lines):
+        lines.append("  (a median below a goal that its quartiles reach can be noise: rerun those problems with more "
+                     "rounds, e.g. --min-seconds 60)")
+    return "throughput goals:\n" + "\n".join(lines)
+
+
 def format_fits(results: Sequence[Result]) -> str:
     """Per-run set-up and, where measured, the step time over batch sizes (what the cost model uses)."""
     lines = ["per run: set-up (task + optimizer + first checkpoint); step time = fixed + per example x B (loop (a), fitted)"]

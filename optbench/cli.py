@@ -67,6 +67,7 @@ def cmd_bench(args) -> int:
           + (f", {env['precision']}" if device.startswith("cuda") else ""))
     print(bench.format_table(results))
     print(bench.format_fits(results))
+    print(bench.format_goals(results))
     if args.write_device:
         command = "optbench bench " + " ".join(sys.argv[2:]) if sys.argv[1:2] == ["bench"] else "optbench bench"
         start = bench.measure_task_start()

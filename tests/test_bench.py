@@ -414,6 +414,33 @@ def test_bench_table_columns_line_up_with_long_problem_names():
     assert len({line.index("set-up") for line in fits}) == 1
 
 
+def test_goal_summary_names_the_problems_below_each_goal_and_says_whether_noise_can_explain_it():
+    """The summary under the table: a/b against 0.95 on every problem, a/c run against 1.5 on the
+    problems whose bare step is under 2 ms; a miss whose upper quartile reaches the goal is called
+    noise-compatible, one whose upper quartile is below it is not."""
+    from optbench import bench
+
+    def result(name, ab, q3, ac_run, bare_steps_per_s):
+        loops = {"optbench": 1.0, "bare": bare_steps_per_s, "bare+eval": 1.0, "naive": 1.0}
+        ratios = {"a/b": ab, "a/b q1": ab - 0.05, "a/b q3": q3, "a/b'": 1.0, "a/c": 1.0,
+                  "a/c run": ac_run, "a/c run q1": ac_run - 0.1, "a/c run q3": ac_run + 0.1}
+        return bench.Result(name, 64, 1000, 8, 16, 100, loops, {"optbench": 0.1, "naive": 0.2}, ratios, 3, 0.01)
+
+    results = [result("p_small_ok", 0.97, 0.99, 2.4, 3000.0),       # 0.33 ms a step: small
+               result("p_small_noisy", 0.94, 0.96, 1.4, 1000.0),    # 1 ms: small, a/c run missed
+               result("p_big_low", 0.93, 0.94, 1.0, 100.0)]         # 10 ms: not small
+    lines = bench.format_goals(results).splitlines()
+    ab = next(line for line in lines if "a/b >= 0.95" in line)
+    assert "met by 1 of 3" in ab and "p_small_ok" not in ab
+    assert "p_small_noisy 0.940 [0.890-0.960: goal inside the quartiles]" in ab
+    assert "p_big_low 0.930 [0.880-0.940: below the goal in most rounds]" in ab
+    ac = next(line for line in lines if "a/c run >= 1.5" in line)
+    assert "met by 1 of 2" in ac and "p_small_noisy 1.400" in ac and "p_big_low" not in ac
+    assert any("--min-seconds" in line for line in lines)
+    only_big = bench.format_goals([result("p_big", 0.96, 0.99, 1.0, 10.0)])
+    assert "met by 1 of 1" in only_big and "no such problem" in only_big and "--min-seconds" not in only_big
+
+
 def test_naive_loop_evaluates_after_every_epoch_and_a_c_run_prices_an_epoch(tmp_path):
     """Loop (c) evaluates after the warm-up epoch and after each timed one (as the protocol does), and
     a/c run is (c)'s epoch of a real run over (a)'s, by hand: steps / speed + evaluation time scaled
