@@ -527,8 +527,9 @@ def test_batched_evaluation_weights_batches_by_size_and_matches_the_running_sum(
         per_example = F.cross_entropy(logits, y, reduction="none")
         assert loss == pytest.approx(per_example.mean().item(), rel=1e-6)
         assert acc == pytest.approx((logits.argmax(-1) == y).double().mean().item(), rel=1e-6)  # float32 batch means
-        # the old running sum on the device, in float64
+        # the old running sum on the device, in float64 (in evaluation mode, as the trainer evaluates)
         ls, ac = torch.zeros((), dtype=torch.float64), torch.zeros((), dtype=torch.float64)
+        model.eval()
         with torch.inference_mode():
             for i in range(0, x.shape[0], 100):
                 bl, ba = task.loss(model, (x[i:i + 100], y[i:i + 100]))
@@ -601,3 +602,76 @@ def test_evaluation_refuses_a_loss_that_is_not_a_scalar():
     assert task.model.training  # the model's mode is restored on the way out
     with pytest.raises(ValueError, match="no examples"):
         evaluate(task, tuple(t[:0] for t in task.splits["valid"]))
+
+
+def test_char_lstm_layers_are_the_multilayer_lstm_with_its_dropout_bit_for_bit():
+    """CharLSTM stacks one-layer LSTMs with nn.Dropout between them (cuDNN's built-in between-layer
+    dropout keeps a state outside the RNG state a checkpoint saves). On a CPU it must be the former
+    nn.LSTM(num_layers=2, dropout=p) model exactly: the same initial weights from the same seed, the
+    same outputs and gradients in training (same dropout masks) and in evaluation, and the former
+    model's checkpoints must load into it."""
+    from torch import nn
+
+    from optbench.problems.char_rnn import CharLSTM
+
+    class Former(nn.Module):  # the model as it was built before (one 2-layer nn.LSTM)
+        def __init__(self):
+            super().__init__()
+            self.embed = nn.Embedding(30, 24)
+            self.drop = nn.Dropout(0.3)
+            self.lstm = nn.LSTM(24, 24, num_layers=2, batch_first=True, dropout=0.3)
+            self.head = nn.Linear(24, 30)
+
+        def forward(self, x):
+            h, _ = self.lstm(self.drop(self.embed(x)))
+            return self.head(self.drop(h))
+
+    torch.manual_seed(3)
+    former = Former()
+    torch.manual_seed(3)
+    now = CharLSTM(30, 24, 2, 0.3)
+    assert torch.equal(former.lstm.weight_hh_l1, now.lstms[1].weight_hh_l0)
+    x = torch.randint(0, 30, (6, 11))
+    for training in (True, False):
+        former.train(training)
+        now.train(training)
+        torch.manual_seed(5)
+        y_former = former(x)
+        torch.manual_seed(5)
+        y_now = now(x)
+        assert torch.equal(y_former, y_now)
+    torch.manual_seed(7)
+    y_former = former.train()(x)
+    torch.manual_seed(7)
+    y_now = now.train()(x)
+    assert torch.equal(y_former, y_now) and not torch.equal(y_now, now.eval()(x))  # masks drawn, the same ones
+    torch.manual_seed(9)
+    g_former = torch.autograd.grad(former.train()(x).square().mean(), list(former.parameters()))
+    torch.manual_seed(9)
+    g_now = torch.autograd.grad(now.train()(x).square().mean(), list(now.parameters()))
+    assert len(g_former) == len(g_now) == 11 and all(torch.equal(a, b) for a, b in zip(g_former, g_now))
+    # a checkpoint of the former model (other values) loads, layer by layer, into the new one
+    torch.manual_seed(11)
+    other = Former()
+    now.load_state_dict(other.state_dict())
+    assert torch.equal(now.lstms[0].weight_ih_l0, other.lstm.weight_ih_l0)
+    assert torch.equal(now.lstms[1].bias_hh_l0, other.lstm.bias_hh_l1)
+    assert torch.equal(now.eval()(x), other.eval()(x))
+
+
+@pytest.mark.parametrize("name", ["digits_mlp", "shakespeare_char_rnn", "uniform_tokens_lm"])
+def test_batch_accuracy_is_computed_in_evaluation_only(name):
+    """The built-in losses leave a training batch's accuracy out (None: no loop uses it, and it cost a
+    digits-MLP step 8 %); in evaluation mode it is the fraction of targets the largest logit predicts,
+    checked here against a count made with numpy."""
+    task = problems.build(name, tiny_args(name, None), seed=0)
+    batch = tuple(t[:32] for t in task.train)
+    task.model.train()
+    loss, acc = task.loss(task.model, batch)
+    assert acc is None and loss.requires_grad
+    task.model.eval()
+    with torch.inference_mode():
+        loss_eval, acc = task.loss(task.model, batch)
+        logits = task.model(batch[0]).numpy()
+    hits = (logits.argmax(axis=-1) == batch[1].numpy())
+    assert float(acc) == pytest.approx(hits.sum() / hits.size, abs=1e-7)

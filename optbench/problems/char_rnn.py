@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from optbench.problems.base import Task, sequence_eval_batch
+from optbench.problems.base import Task, batch_accuracy, sequence_eval_batch
 
 _CACHE: dict[int, np.ndarray] = {}
 
@@ -51,25 +51,47 @@ def shakespeare_ids(num_chars: int) -> np.ndarray:
 
 
 class CharLSTM(torch.nn.Module):
+    """Embedding → dropout → ``layers`` LSTM layers with dropout between them → dropout → linear.
+
+    The layers are separate one-layer ``nn.LSTM``s with ``nn.Dropout`` between them, not one
+    ``nn.LSTM(num_layers=layers, dropout=…)``. On a GPU, cuDNN draws that built-in between-layer
+    dropout from a state of its own, which ``torch.cuda.get_rng_state`` does not hold, so a run
+    resumed from a checkpoint would draw other masks than the uninterrupted run. ``nn.Dropout`` draws
+    from the generator the checkpoint saves. On a CPU the two forms are the same computation: same
+    initial weights (drawn in the same order), same masks, same outputs and gradients, bit for bit
+    (tests/test_problems.py). Checkpoints of the one-module form still load (its keys are renamed).
+    """
+
     def __init__(self, vocab: int, hidden: int, layers: int, dropout: float):
         super().__init__()
         self.embed = torch.nn.Embedding(vocab, hidden)
         self.drop = torch.nn.Dropout(dropout)
-        self.lstm = torch.nn.LSTM(hidden, hidden, num_layers=layers, batch_first=True,
-                                  dropout=dropout if layers > 1 else 0.0)
+        self.lstms = torch.nn.ModuleList(torch.nn.LSTM(hidden, hidden, batch_first=True) for _ in range(layers))
         self.head = torch.nn.Linear(hidden, vocab)
+        self._register_load_state_dict_pre_hook(_rename_multilayer_lstm_keys)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h, _ = self.lstm(self.drop(self.embed(x)))
+        h = self.drop(self.embed(x))
+        for i, lstm in enumerate(self.lstms):
+            if i:
+                h = self.drop(h)
+            h, _ = lstm(h)
         return self.head(self.drop(h))
+
+
+def _rename_multilayer_lstm_keys(state_dict, prefix, *_):
+    """``lstm.weight_ih_l1`` (one multi-layer module, before) → ``lstms.1.weight_ih_l0``."""
+    old = f"{prefix}lstm."
+    for key in [k for k in state_dict if k.startswith(old)]:
+        name, layer = key[len(old):].rsplit("_l", 1)
+        state_dict[f"{prefix}lstms.{layer}.{name}_l0"] = state_dict.pop(key)
 
 
 def sequence_loss(model, batch):
     x, y = batch
     logits = model(x)
     loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1))
-    accuracy = (logits.argmax(dim=-1) == y).float().mean()
-    return loss, accuracy
+    return loss, batch_accuracy(model, logits, y)
 
 
 def windows(ids: torch.Tensor, seq_len: int) -> tuple[torch.Tensor, torch.Tensor]:
