@@ -563,3 +563,28 @@ def test_min_seconds_adds_rounds_to_a_problem_whose_rounds_end_sooner(tmp_path):
     assert rounds(repeats=1, min_seconds=1e9, max_rounds=4) == 4  # the time never runs out: the cap ends it
     assert rounds(repeats=1, min_seconds=1e9) == 10  # the default cap: 10 x --repeats
     assert rounds(repeats=3, min_seconds=1e-9) == 3  # the time ran out: --repeats still all done
+
+
+def test_bench_parallel_training_span_is_first_start_to_last_finish_over_the_task_files(tmp_path):
+    """benchmarks/bench_parallel.py prints, beside the whole task's time, its training span read from
+    the runs' attributes in every result file of the task (runs in parallel may write several)."""
+    import importlib.util
+
+    import h5py
+
+    from optbench.storage import TaskFile
+
+    spec = importlib.util.spec_from_file_location("bench_parallel", "benchmarks/bench_parallel.py")
+    bench_parallel = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench_parallel)
+    times = {"a.h5": {"r1": (100.0, 103.5), "r2": (103.5, 107.0)}, "b.h5": {"r3": (100.8, 108.25)}}
+    (tmp_path / "results").mkdir()
+    for name, runs in times.items():
+        tf = TaskFile(tmp_path / "results" / name)
+        for rid in runs:
+            tf.begin_run(rid, "{}", {})
+            tf.set_status(rid, "finished", finished=0.0)
+        with h5py.File(tmp_path / "results" / name, "r+") as f:
+            for rid, (start, end) in runs.items():
+                f["runs"][rid].attrs["started"], f["runs"][rid].attrs["finished"] = start, end
+    assert bench_parallel.training_span(tmp_path) == 108.25 - 100.0

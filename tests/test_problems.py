@@ -317,6 +317,31 @@ def test_vae_evaluation_is_deterministic_and_keeps_the_rng(data_dir):
     assert torch.equal(torch.get_rng_state(), state)
 
 
+
+def test_vae_evaluation_noise_is_drawn_once_per_shape_and_is_the_fixed_seed_draw():
+    """The evaluation's ε is kept per batch shape (a copy to the GPU per batch made the host wait):
+    it must be exactly the draw of a fresh generator seeded EVAL_NOISE_SEED, the same object for the
+    next batch of that shape, a new draw for another shape, and usable with autograd on after an
+    evaluation under inference_mode made it."""
+    from optbench.problems.vae import EVAL_NOISE_SEED
+
+    torch.manual_seed(0)
+    model = VAE(8).eval()
+    like = torch.zeros(5, 8)
+    with torch.inference_mode():
+        eps = model.noise(like)
+    assert torch.equal(eps, torch.randn((5, 8), generator=torch.Generator().manual_seed(EVAL_NOISE_SEED)))
+    assert model.noise(like) is eps and model.noise(torch.zeros(3, 8)).shape == (3, 8)
+    x = torch.rand(5, 1, 28, 28)
+    with torch.inference_mode():
+        model(x)
+    img, mean, log_std = model(x)  # autograd on, eval mode: the kept ε is a normal tensor
+    img.sum().backward()
+    assert model.out.weight.grad is not None
+    model.train()
+    assert not torch.equal(model.noise(like), eps)  # training draws fresh noise
+
+
 def test_dataset_problem_without_files_names_the_missing_file(tmp_path):
     with pytest.raises(OptbenchError, match="missing file train-images-idx3-ubyte"):
         problems.build("fmnist_2c2d", {"data_dir": str(tmp_path)}, seed=0)

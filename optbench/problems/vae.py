@@ -37,6 +37,7 @@ class VAE(nn.Module):
                                   ConvTranspose2dSame(64, 64, 4, 1)])
         self.out = nn.Linear(14 * 14 * 64, 28 * 28)
         self.drop = nn.Dropout(0.2)
+        self._eval_noise: dict[tuple, torch.Tensor] = {}  # (shape, dtype, device) -> the evaluation's ε
         init_tf_default_(self)
 
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -59,9 +60,17 @@ class VAE(nn.Module):
         if self.training:
             return torch.randn_like(like)
         # drawn on the CPU and copied (a batch x 8 tensor): a GPU's generator would give other numbers,
-        # and an evaluation would then depend on the device it ran on
-        g = torch.Generator().manual_seed(EVAL_NOISE_SEED)
-        return torch.randn(like.shape, generator=g, dtype=like.dtype).to(like.device)
+        # and an evaluation would then depend on the device it ran on. Every batch of a shape gets the
+        # same draw (the generator starts from the same seed), so it is made once and kept: a copy from
+        # the CPU in each evaluation batch made the host wait for the GPU in each.
+        key = (tuple(like.shape), like.dtype, like.device)
+        eps = self._eval_noise.get(key)
+        if eps is None:
+            with torch.inference_mode(False):  # a normal tensor, usable with autograd on as well
+                g = torch.Generator().manual_seed(EVAL_NOISE_SEED)
+                eps = torch.randn(like.shape, generator=g, dtype=like.dtype).to(like.device)
+            self._eval_noise[key] = eps
+        return eps
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         mean, log_std = self.encode(x)
