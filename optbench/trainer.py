@@ -179,7 +179,7 @@ def train_run(record: RunRecord, *, sink: Sink, checkpoint: Callable[[dict | Non
         opt.load_state_dict(state["optimizer"])
         torch.set_rng_state(state["torch_rng"])
         if device.startswith("cuda") and state.get("cuda_rng") is not None:
-            torch.cuda.set_rng_state(state["cuda_rng"])
+            torch.cuda.set_rng_state(state["cuda_rng"], device)  # the run's GPU's, also for "cuda:N"
         epoch, pos = state["epoch"], state["pos"]
         mb_sum = float(state["mb_sum"])
         # the pending losses are restored as they were, so they are folded in the same groups (and
@@ -193,7 +193,7 @@ def train_run(record: RunRecord, *, sink: Sink, checkpoint: Callable[[dict | Non
 
     def snapshot() -> dict:
         return {"model": model.state_dict(), "optimizer": opt.state_dict(), "torch_rng": torch.get_rng_state(),
-                "cuda_rng": torch.cuda.get_rng_state() if device.startswith("cuda") else None,
+                "cuda_rng": torch.cuda.get_rng_state(device) if device.startswith("cuda") else None,
                 "epoch": epoch, "pos": pos, "mb_sum": mb_sum, "mb_count": mb_count,
                 "mb_pending": torch.stack(mb_pending).tolist() if mb_pending else [],
                 "rows": _rows_for_checkpoint(rows), "elapsed": time.time() - t_start, "run_id": record.run_id}
