@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import shutil
 import subprocess
@@ -88,9 +89,11 @@ def training_span(work: Path) -> float:
     starts, ends = [], []
     for path in sorted((work / "results").glob("*.h5")):
         with h5py.File(path, "r") as f:
-            for g in f["runs"].values():
-                starts.append(float(g.attrs["started"]))
-                ends.append(float(g.attrs["finished"]))
+            for g in f.get("runs", {}).values():
+                starts.append(float(g.attrs.get("started", math.nan)))
+                ends.append(float(g.attrs.get("finished", math.nan)))
+    if not starts or any(math.isnan(t) for t in starts + ends):
+        return math.nan  # a run without its times (not finished): no span to report
     return max(ends) - min(starts)
 
 

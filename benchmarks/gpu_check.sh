@@ -7,9 +7,10 @@
 #   3. benchmarks/bench_parallel.py --device cuda: several small runs sharing the GPU vs one at a time.
 # Output goes to $OUT (default /tmp/optbench-gpu). Python packages the GPU machine lacks can be carried
 # as wheels in .whl/ (README); they are installed into /tmp/site first.
-# Sized for one command of at most 10 minutes: each step is time-boxed (T1, T2, T3 seconds; default
-# 150 + 330 + 100), so a slow step cannot take the others' results with it; the profile ($OUT/gpu.toml)
-# is written by step 2 only if it finishes. fmnist_vae and zipf_tokens_lm are left out by default:
+# Sized for one command of at most 10 minutes: each step is time-boxed (T1, T2 seconds; default 150 and
+# 300; step 3 gets what is left of DEADLINE = 570 s since the script started, at least 30 s), so a slow
+# step cannot take the others' results with it; a step that runs out of time says so. The profile
+# ($OUT/gpu.toml) is written by step 2 only if it finishes (an old one is removed first). fmnist_vae and zipf_tokens_lm are left out by default:
 # the same models as mnist_vae and uniform_tokens_lm.
 set -uo pipefail
 OUT=${OUT:-/tmp/optbench-gpu}
@@ -32,26 +33,38 @@ DEVICE=${DEVICE:-cuda}   # DEVICE=cpu runs the same steps on the CPU (how the sc
 PROBLEMS=${PROBLEMS:-quadratic_deep digits_mlp mnist1d_mlp shakespeare_char_rnn uniform_tokens_lm \
 mnist_vae fmnist_2c2d cifar10_3c3d tolstoi_char_rnn svhn_wrn164 cifar100_allcnnc}
 SHARED=${SHARED:-fmnist_2c2d}   # problems whose runs share the device in step 3 (the first sets the profile)
-T1=${T1:-150}; T2=${T2:-330}; T3=${T3:-100}
+T1=${T1:-150}; T2=${T2:-300}; DEADLINE=${DEADLINE:-570}
 rc=0
+# run "$@" under `timeout T`, its output to the terminal and appended to FILE; notes a time-out
+step() {
+    local t=$1 file=$2; shift 2
+    timeout "$t" "$@" 2>&1 | tee -a "$file"
+    local status=${PIPESTATUS[0]}
+    if [ "$status" = 124 ]; then echo "gpu_check: timed out after $t s: $*" | tee -a "$file"; fi
+    [ "$status" = 0 ] || rc=1
+    return "$status"
+}
 { nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>&1
   "$PY" -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda, torch.cuda.is_available())"
 } | tee "$OUT/gpu.txt"
 
 echo "== 1. CUDA path" | tee "$OUT/check.txt"
-timeout "$T1" "$PY" benchmarks/gpu_check.py --device "$DEVICE" --problems $PROBLEMS 2>&1 | tee -a "$OUT/check.txt" || rc=1
+# deterministic cuBLAS for the resume check (must be set before CUDA starts; this step only)
+CUBLAS_WORKSPACE_CONFIG=:4096:8 step "$T1" "$OUT/check.txt" "$PY" benchmarks/gpu_check.py --device "$DEVICE" --problems $PROBLEMS
 
 echo "== 2. per-run speed on the GPU" | tee "$OUT/bench.txt"
-timeout "$T2" "$PY" -m optbench bench --device "$DEVICE" --threads "$THREADS" --repeats 2 --fit-batch 0.125 \
-    --problems $PROBLEMS --write-device "$OUT/gpu.toml" 2>&1 | tee -a "$OUT/bench.txt" || rc=1
+rm -f "$OUT/gpu.toml"
+step "$T2" "$OUT/bench.txt" "$PY" -m optbench bench --device "$DEVICE" --threads "$THREADS" --repeats 2 \
+    --fit-batch 0.125 --problems $PROBLEMS --write-device "$OUT/gpu.toml"
 
 echo "== 3. runs sharing the GPU" | tee "$OUT/parallel.txt"
 update=()
-[ -f "$OUT/gpu.toml" ] && update=(--update-device "$OUT/gpu.toml")   # step 2 wrote the profile
+[ -f "$OUT/gpu.toml" ] && update=(--update-device "$OUT/gpu.toml")   # step 2 wrote the profile this time
 for p in $SHARED; do
-    timeout "$T3" "$PY" benchmarks/bench_parallel.py --device "$DEVICE" --problem "$p" --parallel 4 --runs 16 \
-        --epochs 3 --fake-train "${FAKE_TRAIN:-12800}" --cores "$THREADS" --rounds 1 "${update[@]}" 2>&1 \
-        | tee -a "$OUT/parallel.txt" || rc=1
+    left=$((DEADLINE - SECONDS)); [ "$left" -ge 30 ] || left=30
+    step "$left" "$OUT/parallel.txt" "$PY" benchmarks/bench_parallel.py --device "$DEVICE" --problem "$p" \
+        --parallel 4 --runs 16 --epochs 3 --fake-train "${FAKE_TRAIN:-12800}" --cores "$THREADS" --rounds 1 \
+        "${update[@]}"
     update=()
 done
 exit $rc

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import gc
 import json
+import math
 import os
 import subprocess
 import sys
@@ -588,3 +589,6 @@ def test_bench_parallel_training_span_is_first_start_to_last_finish_over_the_tas
             for rid, (start, end) in runs.items():
                 f["runs"][rid].attrs["started"], f["runs"][rid].attrs["finished"] = start, end
     assert bench_parallel.training_span(tmp_path) == 108.25 - 100.0
+    with h5py.File(tmp_path / "results" / "b.h5", "r+") as f:
+        del f["runs"]["r3"].attrs["finished"]  # a run that did not finish: no span, not an error
+    assert math.isnan(bench_parallel.training_span(tmp_path))

@@ -340,6 +340,9 @@ def test_vae_evaluation_noise_is_drawn_once_per_shape_and_is_the_fixed_seed_draw
     assert model.out.weight.grad is not None
     model.train()
     assert not torch.equal(model.noise(like), eps)  # training draws fresh noise
+    model.double()  # moved or cast: the kept draws go, and the next evaluation draws in the new dtype
+    assert model._eval_noise == {}
+    assert model.eval().noise(like.double()).dtype == torch.float64
 
 
 def test_dataset_problem_without_files_names_the_missing_file(tmp_path):
@@ -682,6 +685,12 @@ def test_char_lstm_layers_are_the_multilayer_lstm_with_its_dropout_bit_for_bit()
     assert torch.equal(now.lstms[0].weight_ih_l0, other.lstm.weight_ih_l0)
     assert torch.equal(now.lstms[1].bias_hh_l0, other.lstm.bias_hh_l1)
     assert torch.equal(now.eval()(x), other.eval()(x))
+    # inside another module (a key prefix): the renaming follows it
+    torch.manual_seed(13)
+    third = Former()
+    wrapped = nn.Sequential(CharLSTM(30, 24, 2, 0.3))
+    wrapped.load_state_dict(nn.Sequential(third).state_dict())
+    assert torch.equal(wrapped[0].lstms[1].weight_ih_l0, third.lstm.weight_ih_l1)
 
 
 @pytest.mark.parametrize("name", ["digits_mlp", "shakespeare_char_rnn", "uniform_tokens_lm"])

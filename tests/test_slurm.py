@@ -48,17 +48,18 @@ ACTIVE = {"PENDING", "RUNNING", "COMPLETING", "CONFIGURING", "SUSPENDED", "RESIZ
 
 
 def sacct(job_ids: list[str] | str, fields: str = "JobID,State", duplicates: bool = False,
-          timeout: float = 60) -> str:
-    """sacct's rows (``-P``) for these jobs once none is still active: a task writes its results before
-    its process ends and Slurm's accounting records the end a moment later, so a test that has seen
-    every run finished may still find the last task RUNNING."""
+          timeout: float = 60, rows: int = 0) -> str:
+    """sacct's rows (``-P``) for these jobs once none is still active (and, with ``rows``, once at least
+    that many are there): a task writes its results before its process ends and Slurm's accounting
+    records the end a moment later, so a test that has seen every run finished may still find the
+    last task RUNNING — or not find it at all yet (slurmdbd had 59 of 60 tasks once)."""
     ids = ",".join(sorted(job_ids)) if isinstance(job_ids, (list, set, tuple)) else job_ids
     cmd = ["sacct", "-n", "-X", "-P", "-o", fields, "-j", ids] + (["-D"] if duplicates else [])
     deadline = time.time() + timeout
     while True:
         out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
         states = [(line.split("|")[-1].split() or [""])[0] for line in out.strip().splitlines()]
-        if not ACTIVE.intersection(states) or time.time() > deadline:
+        if (not ACTIVE.intersection(states) and len(states) >= rows) or time.time() > deadline:
             return out
         time.sleep(1)
 
@@ -120,7 +121,7 @@ def test_300_runs_chunked_under_max_array_size(slurm_cluster, write_study, tmp_p
     assert len(array_ids) == predicted
     assert max(int(t["job_id"].split("_")[1]) for t in entries[0]["tasks"]) < max_array
     # Slurm agrees: every task of both arrays completed, none was rejected or failed
-    out = sacct(sorted(array_ids))
+    out = sacct(sorted(array_ids), rows=60)
     rows = [line.split("|") for line in out.strip().splitlines()]
     assert len(rows) == 60 and {s for _, s in rows} == {"COMPLETED"}, rows
 

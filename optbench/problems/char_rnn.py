@@ -68,7 +68,7 @@ class CharLSTM(torch.nn.Module):
         self.drop = torch.nn.Dropout(dropout)
         self.lstms = torch.nn.ModuleList(torch.nn.LSTM(hidden, hidden, batch_first=True) for _ in range(layers))
         self.head = torch.nn.Linear(hidden, vocab)
-        self._register_load_state_dict_pre_hook(_rename_multilayer_lstm_keys)
+        self.register_load_state_dict_pre_hook(_rename_multilayer_lstm_keys)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.drop(self.embed(x))
@@ -79,7 +79,7 @@ class CharLSTM(torch.nn.Module):
         return self.head(self.drop(h))
 
 
-def _rename_multilayer_lstm_keys(state_dict, prefix, *_):
+def _rename_multilayer_lstm_keys(module, state_dict, prefix, *_):
     """``lstm.weight_ih_l1`` (one multi-layer module, before) → ``lstms.1.weight_ih_l0``."""
     old = f"{prefix}lstm."
     for key in [k for k in state_dict if k.startswith(old)]:

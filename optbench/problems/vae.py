@@ -56,6 +56,10 @@ class VAE(nn.Module):
                 x = self.drop(x)
         return torch.sigmoid(self.out(x.flatten(1))).view(-1, 1, 28, 28)
 
+    def _apply(self, fn, recurse=True):
+        self._eval_noise.clear()  # moved or cast (.to, .cuda, .half …): the kept draws are made again
+        return super()._apply(fn, recurse)
+
     def noise(self, like: torch.Tensor) -> torch.Tensor:
         if self.training:
             return torch.randn_like(like)
