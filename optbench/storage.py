@@ -58,27 +58,38 @@ RESULTS_DIR = "results"
 _PLISTS: tuple | None = None
 
 
+def _h5py_private() -> tuple:
+    """h5py 3's private ``make_fid``, ``make_fapl``, ``make_fcpl`` (ImportError in an h5py without them)."""
+    from h5py._hl.files import make_fapl, make_fcpl, make_fid
+
+    return make_fid, make_fapl, make_fcpl
+
+
 def _plists() -> tuple:
     """h5py's own file access / creation property lists for ``h5py.File(path, mode, locking=False)``,
     made once: building them costs as much as opening a small file."""
     global _PLISTS
     if _PLISTS is None:
-        from h5py._hl.files import make_fapl, make_fcpl
-
+        _, make_fapl, make_fcpl = _h5py_private()
         _PLISTS = (make_fapl(None, locking=False), make_fcpl(track_order=h5py.get_config().track_order))
     return _PLISTS
 
 
-def _open_fast(path: str | Path, mode: str) -> h5py.File:
-    """``h5py.File(path, mode, locking=False)`` with property lists made once (h5py's private
-    helpers; any other h5py version falls back to the public call)."""
+def _open_fid(path: str | Path, mode: str) -> h5py.h5f.FileID:
+    """The low-level file id of ``h5py.File(path, mode, locking=False)``, with property lists made
+    once (h5py's private helpers, which h5py 3.10–3.x have; an h5py without them falls back to the
+    public call: slower, the same file access)."""
     try:
-        from h5py._hl.files import make_fid
-
+        make_fid = _h5py_private()[0]
         fapl, fcpl = _plists()
     except (ImportError, TypeError, AttributeError):
-        return h5py.File(path, mode, locking=False)
-    return h5py.File(make_fid(os.fsencode(path), mode, None, fapl, fcpl))
+        return h5py.File(path, mode, locking=False).id  # the id stays open while it is referenced
+    return make_fid(os.fsencode(path), mode, None, fapl, fcpl)
+
+
+def _open_fast(path: str | Path, mode: str) -> h5py.File:
+    """``h5py.File(path, mode, locking=False)`` through :func:`_open_fid`."""
+    return h5py.File(_open_fid(path, mode))
 
 
 def open_h5(path: str | Path, mode: str = "r", retries: int = 5) -> h5py.File:
@@ -434,10 +445,8 @@ def scan_file(path: Path, summary: bool = False) -> list[dict[str, Any]]:
     ``summary=True``: from the file's summary when it has a current one (one small read), else from
     every run's data as with ``summary=False``.
     """
-    from h5py._hl.files import make_fid
-
     path = Path(path)
-    fid = make_fid(os.fsencode(path), "r", None, *_plists())  # as open_h5(path), without h5py's File around it
+    fid = _open_fid(path, "r")  # as open_h5(path), without h5py's File around it
     if summary:
         try:
             runs = read_summary(fid)

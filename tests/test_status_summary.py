@@ -324,3 +324,32 @@ def test_large_summary_is_a_dataset_and_moves_back(tmp_path, monkeypatch):
         assert len(f.attrs[SUMMARY]) == 1024  # padded to a power of two (shrunk when 4x too large)
     tf.append("r0", rows(1)[0])
     assert summary_of(path)["r0"][:2] == ["failed", 1]
+
+
+def test_without_h5pys_private_helpers_files_are_written_and_scanned_the_same(mixed_study, monkeypatch, tmp_path):
+    """storage opens files through two private helpers of h5py 3 (property lists made once); an h5py
+    without them must fall back to the public ``h5py.File(..., locking=False)``, not break status."""
+    s, ids, df = mixed_study
+    before, bad_before = scan_results(s, summary=True)
+
+    def missing():
+        raise ImportError("cannot import name 'make_fid' from 'h5py._hl.files'")
+
+    monkeypatch.setattr(storage, "_h5py_private", missing)
+    monkeypatch.setattr(storage, "_PLISTS", None)
+    opened = []
+    real_file = h5py.File
+    monkeypatch.setattr(h5py, "File", lambda *a, **k: opened.append(k) or real_file(*a, **k))
+    for summary in (True, False):
+        after, bad = scan_results(s, summary=summary)
+        assert not bad and not bad_before and norm(after) == norm(before)
+    tf = TaskFile(tmp_path / "fallback.h5")
+    tf.begin_run("r0", "{}", {"host": "n0", "job_id": "1_0", "requeues": 0})
+    for r in rows(3):
+        tf.append("r0", r)
+    tf.set_status("r0", "finished", finished=1.0, wall_time=2.0)
+    (entry,) = storage.scan_file(tmp_path / "fallback.h5", summary=True)
+    assert entry["status"] == "finished" and entry["n_evals"] == 3
+    with open_h5(tmp_path / "fallback.h5") as f:
+        assert list(f["runs"]["r0"]["evals"]["epoch"]) == [0, 1, 2]
+    assert {"locking": False} in opened  # the public call, still without HDF5's file locks
