@@ -20,6 +20,7 @@ from optbench import dispatch, planner
 from optbench.profiles import load_profile
 from optbench.state import run_states
 from optbench.storage import EVAL_FIELDS, scan_results
+from optbench.testing import MemorySink
 from tests.conftest import ROOT
 
 pytestmark = pytest.mark.slurm
@@ -153,20 +154,10 @@ def reference_curve(record):
 
     from optbench.trainer import train_run
 
-    class Sink:
-        rows = []
-
-        def rows_restored(self, rows):
-            raise AssertionError("no checkpoint expected")
-
-        def append(self, row):
-            self.rows.append(row)
-
     torch.set_num_threads(1)
-    sink = Sink()
-    sink.rows = []
-    assert train_run(record, sink=sink, checkpoint=lambda s: None) == "finished"
-    return np.concatenate(sink.rows)
+    sink = MemorySink()
+    assert train_run(record, sink=sink, checkpoint=lambda s: None) == "finished"  # no checkpoint: no restore
+    return sink.array()
 
 
 def curve(study_dir: Path, rid: str) -> tuple[np.ndarray, dict]:
