@@ -440,6 +440,32 @@ def test_goal_summary_names_the_problems_below_each_goal_and_says_whether_noise_
     assert any("--min-seconds" in line for line in lines)
     only_big = bench.format_goals([result("p_big", 0.96, 0.99, 1.0, 10.0)])
     assert "met by 1 of 1" in only_big and "no such problem" in only_big and "--min-seconds" not in only_big
+    assert "--steps" not in bench.format_goals(results)  # no miss above had short epochs
+
+
+def test_goal_summary_tells_an_a_b_miss_of_short_bench_epochs():
+    """A dataset problem's bench epochs are a few steps, a real run's hundreds: an a/b miss where a/b'
+    (the bare loop that also evaluates) meets the goal is the evaluation's after-effect, weighed more
+    in the bench than in a run, and the summary says so; not where a/b' misses too, nor where the
+    bench's epochs are a real run's."""
+    from optbench import bench
+
+    def result(name, ab_eval, spe, real):
+        loops = {"optbench": 1.0, "bare": 10.0, "bare+eval": 1.0, "naive": 1.0}
+        ratios = {"a/b": 0.92, "a/b q1": 0.91, "a/b q3": 0.93, "a/b'": ab_eval, "a/c": 1.0, "a/c run": 1.0}
+        return bench.Result(name, 128, 1000, spe, 6, 100, loops, {"optbench": 0.1, "naive": 0.2}, ratios, 2, 0.01,
+                            real=real)
+
+    text = bench.format_goals([result("p_short", 0.98, 2, (390, 70000)),
+                               result("p_short_but_slow", 0.93, 2, (390, 70000)),
+                               result("p_real_epochs", 0.98, 390, (390, 70000)),
+                               result("p_no_size_model", 0.98, 2, None)])
+    ab = next(line for line in text.splitlines() if "a/b >= 0.95" in line)
+    assert "met by 0 of 4" in ab
+    assert "p_short 0.920 [0.910-0.930: below the goal in most rounds; a/b' 0.98 in epochs of 2 steps, a run's 390]" in ab
+    for name in ("p_short_but_slow", "p_real_epochs", "p_no_size_model"):
+        assert f"{name} 0.920 [0.910-0.930: below the goal in most rounds]" in ab
+    assert "--steps 60" in text and "--min-seconds" not in text
 
 
 def test_naive_loop_evaluates_after_every_epoch_and_a_c_run_prices_an_epoch(tmp_path):
