@@ -770,8 +770,9 @@ def _goal_misses(results: Sequence[Result], name: str, goal: float) -> list[tupl
 def _short_epoch_miss(r: Result, goal: float) -> bool:
     """An a/b miss that the bench's epochs being shorter than a real run's can explain: against the
     bare loop that also evaluates (a/b', untimed) the goal is met. The steps right after an evaluation
-    run slower in every loop (caches refilled); in the bench's epochs of a few steps they are a large
-    share of the timed steps, in a real run's epoch of hundreds a negligible one. (fmnist_2c2d, 10th
+    run slower in every loop that evaluates (caches refilled) — optbench's does, the bare loop (b) does
+    not; in the bench's epochs of a few steps they are a large share of the timed steps, in a real
+    run's epoch of hundreds a negligible one. (fmnist_2c2d, 10th
     session: a/b 0.92-0.93 in epochs of 2 steps, 1.04 in epochs of 30.)"""
     return r.real is not None and r.steps_per_epoch < r.real[0] and r.a_over_b_eval >= goal
 
@@ -801,8 +802,9 @@ def format_goals(results: Sequence[Result]) -> str:
                      "rounds, e.g. --min-seconds 60)")
     if short_epochs:
         lines.append("  (an a/b miss where a/b' meets the goal, in epochs shorter than a real run's: the steps after each "
-                     "evaluation are slower in every loop and weigh more in the bench's short epochs than in a run; "
-                     "rerun those problems with longer epochs, e.g. --steps 60 for epochs of 30 steps)")
+                     "evaluation are slower in every loop that evaluates (the bare loop (b) does not) and weigh more in "
+                     "the bench's short epochs than in a run; rerun those problems with longer epochs, e.g. --steps 60 "
+                     "for epochs of 30 steps: minutes a round for a convnet on a CPU)")
     return "throughput goals:\n" + "\n".join(lines)
 
 

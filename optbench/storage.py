@@ -33,6 +33,7 @@ optbench changing the runs already in a file that this version wrote (a downgrad
 """
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import time
@@ -55,7 +56,9 @@ DONE = ("finished", "diverged")
 RESULTS_DIR = "results"
 
 
-_PLISTS: tuple | None = None
+#: how files are opened, decided at the first open: (make_fid, fapl, fcpl) from h5py 3's private
+#: helpers, or False for the public ``h5py.File(..., locking=False)`` (see :func:`_fast_open_parts`)
+_FAST: tuple | bool | None = None
 
 
 def _h5py_private() -> tuple:
@@ -65,25 +68,32 @@ def _h5py_private() -> tuple:
     return make_fid, make_fapl, make_fcpl
 
 
-def _plists() -> tuple:
-    """h5py's own file access / creation property lists for ``h5py.File(path, mode, locking=False)``,
-    made once: building them costs as much as opening a small file."""
-    global _PLISTS
-    if _PLISTS is None:
-        _, make_fapl, make_fcpl = _h5py_private()
-        _PLISTS = (make_fapl(None, locking=False), make_fcpl(track_order=h5py.get_config().track_order))
-    return _PLISTS
+def _fast_open_parts() -> tuple | bool:
+    """``make_fid`` and h5py's own file access / creation property lists for ``h5py.File(path, mode,
+    locking=False)``, made once (building them costs as much as opening a small file) — or False where
+    this h5py's private helpers are missing or take other arguments (checked without opening a file).
+    Decided once a process, so that a fallback costs nothing more per open."""
+    global _FAST
+    if _FAST is None:
+        try:
+            make_fid, make_fapl, make_fcpl = _h5py_private()
+            fapl = make_fapl(None, locking=False)
+            fcpl = make_fcpl(track_order=h5py.get_config().track_order)
+            inspect.signature(make_fid).bind(b"", "r", None, fapl, fcpl)  # TypeError if the call changed
+            _FAST = (make_fid, fapl, fcpl)
+        except (ImportError, TypeError, AttributeError, ValueError):
+            _FAST = False
+    return _FAST
 
 
 def _open_fid(path: str | Path, mode: str) -> h5py.h5f.FileID:
-    """The low-level file id of ``h5py.File(path, mode, locking=False)``, with property lists made
-    once (h5py's private helpers, which h5py 3.10–3.x have; an h5py without them falls back to the
-    public call: slower, the same file access)."""
-    try:
-        make_fid = _h5py_private()[0]
-        fapl, fcpl = _plists()
-    except (ImportError, TypeError, AttributeError):
+    """The low-level file id of ``h5py.File(path, mode, locking=False)``: through h5py's private
+    helpers with property lists made once (h5py 3.10–3.x), else the public call (slower, the same
+    file access). Errors of the open itself (a missing or damaged file) propagate either way."""
+    parts = _fast_open_parts()
+    if not parts:
         return h5py.File(path, mode, locking=False).id  # the id stays open while it is referenced
+    make_fid, fapl, fcpl = parts
     return make_fid(os.fsencode(path), mode, None, fapl, fcpl)
 
 

@@ -326,17 +326,40 @@ def test_large_summary_is_a_dataset_and_moves_back(tmp_path, monkeypatch):
     assert summary_of(path)["r0"][:2] == ["failed", 1]
 
 
-def test_without_h5pys_private_helpers_files_are_written_and_scanned_the_same(mixed_study, monkeypatch, tmp_path):
-    """storage opens files through two private helpers of h5py 3 (property lists made once); an h5py
-    without them must fall back to the public ``h5py.File(..., locking=False)``, not break status."""
+def _missing():
+    raise ImportError("cannot import name 'make_fid' from 'h5py._hl.files'")
+
+
+def _fapl_without_locking():
+    from h5py._hl.files import make_fcpl, make_fid
+
+    def make_fapl(*args, **kwargs):
+        raise TypeError("make_fapl() got an unexpected keyword argument 'locking'")
+
+    return make_fid, make_fapl, make_fcpl
+
+
+def _make_fid_called_otherwise():
+    from h5py._hl.files import make_fapl, make_fcpl
+
+    def make_fid(name, mode, userblock_size):  # one that the five-argument call would fail
+        raise AssertionError("called with a signature it does not have")
+
+    return make_fid, make_fapl, make_fcpl
+
+
+@pytest.mark.parametrize("private", [_missing, _fapl_without_locking, _make_fid_called_otherwise],
+                         ids=["missing", "fapl-changed", "make_fid-changed"])
+def test_without_h5pys_private_helpers_files_are_written_and_scanned_the_same(mixed_study, monkeypatch, tmp_path,
+                                                                            private):
+    """storage opens files through three private helpers of h5py 3 (property lists made once); an h5py
+    without them, or whose helpers take other arguments, must fall back to the public
+    ``h5py.File(..., locking=False)``, not break status or the workers' writes."""
     s, ids, df = mixed_study
     before, bad_before = scan_results(s, summary=True)
-
-    def missing():
-        raise ImportError("cannot import name 'make_fid' from 'h5py._hl.files'")
-
-    monkeypatch.setattr(storage, "_h5py_private", missing)
-    monkeypatch.setattr(storage, "_PLISTS", None)
+    assert isinstance(storage._FAST, tuple)  # this h5py's helpers are the ones storage uses
+    monkeypatch.setattr(storage, "_h5py_private", private)
+    monkeypatch.setattr(storage, "_FAST", None)  # decided again at the next open
     opened = []
     real_file = h5py.File
     monkeypatch.setattr(h5py, "File", lambda *a, **k: opened.append(k) or real_file(*a, **k))
@@ -353,3 +376,6 @@ def test_without_h5pys_private_helpers_files_are_written_and_scanned_the_same(mi
     with open_h5(tmp_path / "fallback.h5") as f:
         assert list(f["runs"]["r0"]["evals"]["epoch"]) == [0, 1, 2]
     assert {"locking": False} in opened  # the public call, still without HDF5's file locks
+    assert storage._FAST is False  # decided once: the fallback does not retry the helpers at each open
+    with pytest.raises(FileNotFoundError):  # the open's own errors still reach the caller
+        storage.scan_file(tmp_path / "no-such-file.h5")
