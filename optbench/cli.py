@@ -77,12 +77,41 @@ def cmd_bench(args) -> int:
     return 0
 
 
-def cmd_submit(args) -> int:
+def submit_profile(study_dir: Path, profile: str | None, executor: str | None):
+    """The profile ``optbench submit`` uses: the one given; without ``--profile`` and ``--executor``,
+    the one the study's last submission used.
+
+    Why: re-submitting is routine (missing and failed runs, re-runs once tuning is done), and a
+    submit with neither option means the local executor — which trains every run that is not done
+    here, on the login node, and waits for them. A study submitted to Slurm before is therefore
+    continued with the same profile file, or refused where that file is gone."""
     from optbench import dispatch
     from optbench.profiles import load_profile
 
-    profile = load_profile(args.profile, args.executor)
+    if profile is not None or executor is not None:
+        return load_profile(profile, executor)
+    entries = dispatch.ledger(study_dir)
+    if not entries:
+        return load_profile(None)
+    last = entries[-1]
+    path = last.get("profile_path")
+    if path and Path(path).is_file():
+        print(f"using the profile of the study's last submission: {path} (--profile or --executor to change it)",
+              flush=True)
+        return load_profile(path)
+    if last.get("executor") == "slurm":
+        gone = f" ({path}: not found)" if path else ""
+        raise OptbenchError(f"{study_dir}: its last submission went to Slurm with profile "
+                            f"{last.get('profile')!r}{gone}; pass --profile FILE (or --executor local to train "
+                            f"the runs here, on this machine)")
+    return load_profile(None)
+
+
+def cmd_submit(args) -> int:
+    from optbench import dispatch
+
     study_dir = Path(args.study_dir)
+    profile = submit_profile(study_dir, args.profile, args.executor)
     while True:
         sub = dispatch.submit(study_dir, profile, progress=_print, dry_run=args.dry_run)
         print(sub.message, flush=True)
@@ -140,7 +169,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("study_dir")
     sp.add_argument("--executor", choices=["local", "slurm"], default=None,
                     help="override the profile's executor (default: the profile's, else local)")
-    sp.add_argument("--profile", default=None, help="executor profile, e.g. slurm/profiles/gpu-cluster.toml")
+    sp.add_argument("--profile", default=None,
+                    help="executor profile, e.g. slurm/profiles/gpu-cluster.toml (default: the study's last "
+                         "submission's; for a first submission, the local executor)")
     sp.add_argument("--wait", action="store_true",
                     help="block until done, submitting re-runs as their tuning results arrive (always on for local)")
     sp.add_argument("--dry-run", action="store_true", help="show the arrays, call no sbatch")

@@ -313,7 +313,8 @@ def submit(study_dir: str | Path, profile: Profile, progress: Callable[[str], No
         if dry_run:
             return Submission(stamp, arrays, [], len(todo), "dry run: nothing submitted")
         entry: dict[str, Any] = {"stamp": stamp, "executor": profile.executor, "profile": profile.name,
-                                 "created": time.time(), "sbatch_calls": 0, "tasks": []}
+                                 "profile_path": profile.source, "created": time.time(), "sbatch_calls": 0,
+                                 "tasks": []}
         all_jobs = []
         folder = study_dir / "submitit" / stamp
         study_name = str(plan["study"].iloc[0])

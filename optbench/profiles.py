@@ -58,6 +58,7 @@ class Profile:
     setup: tuple[str, ...] = ()  # shell lines run before the worker (module load …)
     defaults: Resources = Resources()
     problems: Mapping[str, Resources] = dataclasses.field(default_factory=dict)
+    source: str | None = None  # the file it was read from (absolute), None for a built-in default
 
     def resources(self, problem: str) -> Resources:
         return self.problems.get(problem, self.defaults)
@@ -111,7 +112,8 @@ def load_profile(path: str | Path | None, executor: str | None = None) -> Profil
     problems = {name: _resources(t, defaults, f"{p}: problems.{name}") for name, t in raw.get("problems", {}).items()}
     top = {k: v for k, v in raw.items() if k in TOP_KEYS - RESOURCE_KEYS - {"problems", "setup"}}
     prof = Profile(name=raw.get("name", p.stem), defaults=defaults, problems=problems,
-                   setup=tuple(raw.get("setup", ())), **{k: v for k, v in top.items() if k != "name"})
+                   setup=tuple(raw.get("setup", ())), source=str(p.resolve()),
+                   **{k: v for k, v in top.items() if k != "name"})
     if executor:
         prof = dataclasses.replace(prof, executor=executor)
     if prof.executor not in ("local", "slurm"):

@@ -100,7 +100,27 @@ BAD_INPUTS = [(f"study-{k}", (lambda tmp_path, text=v[0]: ("plan", _write(tmp_pa
     ("profile-bad-executor", lambda t: _profile(t, 'executor = "pbs"\n'), "executor must be 'local' or 'slurm'"),
     ("profile-zero-runs-per-task", lambda t: _profile(t, "runs_per_task = 0\n"), "must be >= 1"),
     ("data-directory-missing", _missing_data, "data directory"),
+    ("resubmit-of-a-slurm-study-without-profile", lambda t: _submitted_to_slurm(t, "gone.toml"),
+     "its last submission went to Slurm with profile 'gpu-cluster'"),
+    ("resubmit-of-an-old-slurm-study-without-profile", lambda t: _submitted_to_slurm(t, None), "pass --profile FILE"),
 ]
+
+
+def _submitted_to_slurm(tmp_path, profile_file):
+    """A study whose last submission (its ledger entry, as dispatch writes it) went to Slurm with a
+    profile file that is gone (or, before profile files were recorded, none), then ``optbench submit``
+    with neither --profile nor --executor: it must not fall back to training every run here."""
+    import json
+
+    s = _plan(tmp_path)
+    (s / "submissions").mkdir()
+    path = str(tmp_path / profile_file) if profile_file else None
+    entry = {"stamp": "20261207T000000-abcdef", "executor": "slurm", "profile": "gpu-cluster",
+             "created": 0.0, "sbatch_calls": 1, "tasks": []}
+    if profile_file:
+        entry["profile_path"] = path
+    (s / "submissions" / f"{entry['stamp']}.json").write_text(json.dumps(entry))
+    return ("submit", s)
 
 
 def _write(tmp_path, text):
@@ -139,6 +159,7 @@ def test_local_end_to_end_plan_submit_status_report(tiny_study, tmp_path):
     assert r.stdout.count("submitted") >= 2 and "nothing to submit (8 done)" in r.stdout, r.stdout
     r2 = run("submit", s, "--executor", "local")
     assert r2.returncode == 0 and "nothing to submit" in r2.stdout and "submitting" not in r2.stdout
+    assert "last submission" not in r2.stdout  # an executor was given
     r = run("status", s)
     assert r.returncode == 0 and "8 runs, 8 done" in r.stdout, r.stdout
     r = run("report", s)
@@ -165,3 +186,28 @@ assert main(['status', {str(tmp_path / 's')!r}]) == 0
 """
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
     assert r.returncode == 0, r.stderr
+
+
+def test_resubmit_without_profile_continues_with_the_last_submissions_profile(tiny_study, tmp_path):
+    """`optbench submit DIR` with neither --profile nor --executor uses the profile file the study's
+    last submission used (its ledger records it), not the built-in local default."""
+    import json
+
+    s = tmp_path / "study"
+    assert run("plan", tiny_study, "-o", s).returncode == 0
+    prof = tmp_path / "mine.toml"
+    prof.write_text('name = "mine"\nexecutor = "local"\nruns_per_task = 3\n')
+    r = run("submit", s, "--profile", prof, "--dry-run")
+    assert r.returncode == 0 and "last submission" not in r.stdout, r.stderr
+    assert not (s / "submissions").exists()  # a dry run records nothing
+    r = run("submit", s, "--profile", prof)
+    assert r.returncode == 0, r.stderr + r.stdout
+    entries = [json.loads(p.read_text()) for p in sorted((s / "submissions").glob("*.json"))]
+    assert entries and {e["profile_path"] for e in entries} == {str(prof.resolve())}
+    assert {len(t["run_ids"]) for e in entries for t in e["tasks"]} <= {1, 2, 3}  # the profile's chunking
+    r = run("submit", s, "--dry-run")
+    assert r.returncode == 0, r.stderr
+    assert f"using the profile of the study's last submission: {prof.resolve()}" in r.stdout, r.stdout
+    prof.unlink()  # a local study whose profile file is gone: the built-in local default, no error
+    r = run("submit", s, "--dry-run")
+    assert r.returncode == 0 and "last submission" not in r.stdout, r.stderr + r.stdout
