@@ -90,10 +90,9 @@ def submit_profile(study_dir: Path, profile: str | None, executor: str | None):
 
     if profile is not None or executor is not None:
         return load_profile(profile, executor)
-    entries = dispatch.ledger(study_dir)
-    if not entries:
+    last = dispatch.last_submission(study_dir)
+    if last is None:
         return load_profile(None)
-    last = entries[-1]
     path = last.get("profile_path")
     if path and Path(path).is_file():
         print(f"using the profile of the study's last submission: {path} (--profile or --executor to change it)",

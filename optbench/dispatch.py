@@ -151,6 +151,18 @@ def ledger(study_dir: Path) -> list[dict[str, Any]]:
     return out
 
 
+def last_submission(study_dir: Path) -> dict[str, Any] | None:
+    """The newest readable submission record, or None: reads one file, not the whole ledger (a
+    Crowded Valley submission's record lists thousands of tasks)."""
+    d = study_dir / LEDGER_DIR
+    for p in sorted(d.glob("*.json"), reverse=True) if d.is_dir() else []:
+        try:
+            return json.loads(p.read_text())
+        except ValueError:
+            print(f"optbench: warning: unreadable submission record {p}; ignoring it", file=sys.stderr)
+    return None
+
+
 def write_ledger(study_dir: Path, entry: dict[str, Any]) -> Path:
     d = study_dir / LEDGER_DIR
     d.mkdir(exist_ok=True)

@@ -54,6 +54,25 @@ def print_status(study_dir: Path, verbose: bool = False, full_scan: bool = False
                     print(f"      {line}")
         if len(failed) > 10 and not verbose:
             print(f"  … and {len(failed) - 10} more (optbench status -v)")
+    last = last_submission_line(study_dir)
+    if last:
+        print(f"\n{last}")
     for path, err in bad:
         print(f"\nwarning: unreadable result file {path}: {err}")
     return 0
+
+
+def last_submission_line(study_dir: Path) -> str | None:
+    """Where the study was last submitted, and with which profile: the one ``optbench submit DIR``
+    continues with when given neither --profile nor --executor."""
+    import time
+
+    from optbench.dispatch import last_submission
+
+    e = last_submission(study_dir)
+    if e is None:
+        return None
+    when = time.strftime("%Y-%m-%d %H:%M", time.localtime(e["created"])) if e.get("created") else e.get("stamp", "?")
+    source = e.get("profile_path") or "built-in"
+    return (f"last submission: {when}, {len(e.get('tasks', []))} tasks to {e.get('executor', '?')}, "
+            f"profile {e.get('profile', '?')} ({source})")

@@ -208,6 +208,13 @@ def test_resubmit_without_profile_continues_with_the_last_submissions_profile(ti
     r = run("submit", s, "--dry-run")
     assert r.returncode == 0, r.stderr
     assert f"using the profile of the study's last submission: {prof.resolve()}" in r.stdout, r.stdout
+    r = run("status", s)
+    assert r.returncode == 0 and f"to local, profile mine ({prof.resolve()})" in r.stdout, r.stdout
+    # a damaged newest record is passed over (with a warning), not taken for "no submission yet"
+    (s / "submissions" / "zzzz-damaged.json").write_text('{"stamp": ')
+    r = run("submit", s, "--dry-run")
+    assert r.returncode == 0 and "using the profile of the study's last submission" in r.stdout, r.stdout
+    assert "unreadable submission record" in r.stderr and "zzzz-damaged.json" in r.stderr, r.stderr
     prof.unlink()  # a local study whose profile file is gone: the built-in local default, no error
     r = run("submit", s, "--dry-run")
     assert r.returncode == 0 and "last submission" not in r.stdout, r.stderr + r.stdout
