@@ -4,11 +4,12 @@
 #      resumes from a checkpoint to the same curve; a worker task records device = cuda;
 #   2. optbench bench --device cuda: optbench's loop vs the bare and naive loops per problem, and a
 #      GPU device profile for the cost model ($OUT/gpu.toml);
+#   2b. benchmarks/bench_lstm_forms.py: the char-RNN's two LSTM calls (exactly resumable) vs one cuDNN call;
 #   3. benchmarks/bench_parallel.py --device cuda: several small runs sharing the GPU vs one at a time.
 # Output goes to $OUT (default /tmp/optbench-gpu). Python packages the GPU machine lacks can be carried
 # as wheels in .whl/ (README); they are installed into /tmp/site first.
-# Sized for one command of at most 10 minutes: each step is time-boxed (T1, T2 seconds; default 150 and
-# 300; step 3 gets what is left of DEADLINE = 570 s since the script started, at least 30 s), so a slow
+# Sized for one command of at most 10 minutes: each step is time-boxed (T1, T2, T_LSTM seconds; default
+# 150, 300 and 40; step 3 gets what is left of DEADLINE = 570 s since the script started, at least 30 s), so a slow
 # step cannot take the others' results with it; a step that runs out of time says so. The profile
 # ($OUT/gpu.toml) is written by step 2 only if it finishes (an old one is removed first). fmnist_vae and zipf_tokens_lm are left out by default:
 # the same models as mnist_vae and uniform_tokens_lm.
@@ -33,7 +34,7 @@ DEVICE=${DEVICE:-cuda}   # DEVICE=cpu runs the same steps on the CPU (how the sc
 PROBLEMS=${PROBLEMS:-quadratic_deep digits_mlp mnist1d_mlp shakespeare_char_rnn uniform_tokens_lm \
 mnist_vae fmnist_2c2d cifar10_3c3d tolstoi_char_rnn svhn_wrn164 cifar100_allcnnc}
 SHARED=${SHARED:-fmnist_2c2d}   # problems whose runs share the device in step 3 (the first sets the profile)
-T1=${T1:-150}; T2=${T2:-300}; DEADLINE=${DEADLINE:-570}
+T1=${T1:-150}; T2=${T2:-300}; T_LSTM=${T_LSTM:-40}; DEADLINE=${DEADLINE:-570}
 rc=0
 # run "$@" under `timeout T`, its output to the terminal and appended to FILE; notes a time-out
 step() {
@@ -56,6 +57,9 @@ echo "== 2. per-run speed on the GPU" | tee "$OUT/bench.txt"
 rm -f "$OUT/gpu.toml"
 step "$T2" "$OUT/bench.txt" "$PY" -m optbench bench --device "$DEVICE" --threads "$THREADS" --repeats 2 \
     --fit-batch 0.125 --problems $PROBLEMS --write-device "$OUT/gpu.toml"
+
+echo "== 2b. the char-RNN's LSTM: two calls (exactly resumable) vs one cuDNN call" | tee "$OUT/lstm.txt"
+step "$T_LSTM" "$OUT/lstm.txt" "$PY" benchmarks/bench_lstm_forms.py --device "$DEVICE" --threads "$THREADS" --rounds 5
 
 echo "== 3. runs sharing the GPU" | tee "$OUT/parallel.txt"
 update=()

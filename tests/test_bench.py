@@ -398,6 +398,40 @@ def test_gpu_check_script_passes_on_the_cpu():
     assert "all checks passed" in out.stdout and out.stdout.count("resume bit-identical") == 2
 
 
+def test_lstm_forms_bench_compares_the_same_network_in_its_two_forms():
+    """benchmarks/bench_lstm_forms.py (GPU check step 2b): the one-call nn.LSTM gets the two-call
+    CharLSTM's weights through the inverse of its key-renaming hook, and on a CPU both give the same
+    evaluation loss exactly (the script checks it before timing and would exit 1); then a ratio."""
+    import re
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "benchmarks/bench_lstm_forms.py", "--device", "cpu", "--threads", "1",
+                          "--rounds", "2", "--steps", "3", "--hidden", "16", "--batch", "4", "--seq-len", "8"],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stdout + out.stderr
+    two, one = re.search(r"two calls ([0-9.]+), one call ([0-9.]+)", out.stdout).groups()
+    assert two == one and float(two) > 0
+    assert re.search(r"one call / two calls = [0-9.]+", out.stdout) and out.stdout.count("round ") == 2
+
+    sys.path.insert(0, "benchmarks")
+    try:
+        import bench_lstm_forms
+    finally:
+        sys.path.remove("benchmarks")
+    import torch
+
+    from optbench.problems.char_rnn import CharLSTM
+
+    two_call = CharLSTM(10, 6, 3, 0.1)
+    one_call = bench_lstm_forms.OneCallLSTM(10, 6, 3, 0.1)
+    one_call.load_state_dict(bench_lstm_forms.one_call_state(two_call))  # strict: every key maps
+    back = CharLSTM(10, 6, 3, 0.1)
+    back.load_state_dict(one_call.state_dict())  # CharLSTM's own hook: the mapping round-trips
+    for k, v in two_call.state_dict().items():
+        assert torch.equal(back.state_dict()[k], v), k
+
+
 def test_bench_table_columns_line_up_with_long_problem_names():
     """The transformer problems' names are 30 characters: every row's numbers start where the header's
     columns do (a fixed 22-character name column pushed those rows 8 characters right)."""
