@@ -140,27 +140,25 @@ def task_options(profile: Profile, res: Resources, n_tasks: int) -> dict[str, An
     return options
 
 
-def ledger(study_dir: Path) -> list[dict[str, Any]]:
+def _records(study_dir: Path, newest_first: bool = False) -> Iterator[dict[str, Any]]:
+    """The study's submission records, read one at a time in the order of their stamps; an unreadable
+    one is skipped with a warning."""
     d = study_dir / LEDGER_DIR
-    out = []
-    for p in sorted(d.glob("*.json")) if d.is_dir() else []:
+    for p in sorted(d.glob("*.json"), reverse=newest_first) if d.is_dir() else []:
         try:
-            out.append(json.loads(p.read_text()))
+            yield json.loads(p.read_text())
         except ValueError:
             print(f"optbench: warning: unreadable submission record {p}; ignoring it", file=sys.stderr)
-    return out
+
+
+def ledger(study_dir: Path) -> list[dict[str, Any]]:
+    return list(_records(study_dir))
 
 
 def last_submission(study_dir: Path) -> dict[str, Any] | None:
     """The newest readable submission record, or None: reads one file, not the whole ledger (a
     Crowded Valley submission's record lists thousands of tasks)."""
-    d = study_dir / LEDGER_DIR
-    for p in sorted(d.glob("*.json"), reverse=True) if d.is_dir() else []:
-        try:
-            return json.loads(p.read_text())
-        except ValueError:
-            print(f"optbench: warning: unreadable submission record {p}; ignoring it", file=sys.stderr)
-    return None
+    return next(_records(study_dir, newest_first=True), None)
 
 
 def write_ledger(study_dir: Path, entry: dict[str, Any]) -> Path:
