@@ -225,9 +225,12 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.command == "plan" and not args.dry_run and not args.output and not args.estimate:
-        parser.error("plan: -o/--output DIR is required (or --dry-run)")
     try:
+        if args.command == "plan" and not args.dry_run and not args.output and not args.estimate:
+            from optbench.study import load_study
+
+            load_study(args.study)  # a missing or bad study file is the first thing to mend: say it first
+            raise OptbenchError("plan: -o/--output DIR is required (or --dry-run, or --estimate)")
         return args.func(args)
     except OptbenchError as e:
         print(f"optbench: error: {e}", file=sys.stderr)

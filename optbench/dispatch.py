@@ -29,6 +29,7 @@ import pandas as pd
 
 from optbench import planner
 from optbench.errors import OptbenchError
+from optbench.parallel import PART_SEP
 from optbench.profiles import Profile, Resources
 from optbench.resolve import resolve_reruns
 from optbench.state import run_states
@@ -283,7 +284,7 @@ def quarantine_unreadable(study_dir: Path, bad: list[tuple[Path, str]]) -> None:
             if set(t["run_ids"]) & flight_runs:
                 live_tasks.add(t["name"])
     for path, err in bad:
-        if path.stem.split("+p")[0] in live_tasks:  # "<task>+p<i>.h5": a process of a task training runs in parallel
+        if path.stem.split(PART_SEP)[0] in live_tasks:  # "<task>+p<i>.h5": a process of a parallel task
             print(f"optbench: warning: result file {path} unreadable ({err}) but its task is alive; left alone",
                   file=sys.stderr)
             continue

@@ -54,7 +54,8 @@ def import_training_stack() -> None:
     try:
         import torch
 
-        from optbench import trainer  # noqa: F401  (the optimizers, schedules, problem registry, storage)
+        from optbench import chunk, trainer  # noqa: F401  (the chunk's plan and result file; the optimizers,
+        #                                      schedules, problem registry)
 
         torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1).zero_grad()
     finally:

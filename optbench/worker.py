@@ -4,83 +4,19 @@
 the training loop checkpoints the current run at a step boundary and submitit requeues the task
 with the same arguments; the restarted task skips finished runs and resumes the interrupted one.
 
-Failure semantics, per run:
-- the loss becomes NaN/inf → status ``diverged``: a result, curve kept, never retried;
-- an exception in training (out of memory, a bug, bad data) → status ``failed`` with the error,
-  the task goes on with its other runs; ``optbench submit`` retries failed runs up to the
-  study's retry limit;
-- the process dies (kill -9, node loss) → the run stays ``running`` with its lease released; the
-  requeued or re-submitted task resumes it from its last checkpoint.
+The runs train one after another in this process (:mod:`optbench.chunk`, which says what happens
+to a run that diverges, fails or is killed), or, with the profile's ``runs_in_parallel`` above 1, in
+that many processes at once (:mod:`optbench.parallel`). This module imports neither at its top:
+submitit unpickles a :class:`ChunkRunner` in every task, and the parent of a parallel task trains
+nothing, so it need not import pandas, h5py or torch.
 """
 from __future__ import annotations
 
-import contextlib
-import os
-import socket
-import time
-import traceback
-from pathlib import Path
 from typing import Any
 
 import submitit
 
-from optbench import numerics, planner, startup
-from optbench.checkpoint import CheckpointStore
-from optbench.interrupt import Interrupt
-from optbench.leases import RunLease
-from optbench.profiles import Resources
-from optbench.storage import DONE, RESULTS_DIR, RowWriter, TaskFile, ensure_writable, quarantine, versions
-
-
-def task_file_for(study_dir: Path, task_name: str) -> TaskFile:
-    """The task's own result file; an unreadable one is moved aside (never deleted) and a new one begun."""
-    results = study_dir / RESULTS_DIR
-    ensure_writable(results)
-    tf = TaskFile(results / f"{task_name}.h5")
-    try:
-        tf.check_readable()
-    except (OSError, KeyError, RuntimeError) as e:
-        aside, salvage, n = quarantine(tf.path, f"unreadable when its task restarted: {e}")
-        print(f"optbench: result file {tf.path} unreadable ({e}); moved to {aside}; {n} finished runs "
-              f"recovered{' into ' + str(salvage) if salvage else ''}; the others resume from their checkpoints",
-              flush=True)
-    return tf
-
-
-def job_id() -> str:
-    env = os.environ
-    if "SLURM_ARRAY_JOB_ID" in env:
-        return f"{env['SLURM_ARRAY_JOB_ID']}_{env.get('SLURM_ARRAY_TASK_ID', '')}"
-    return env.get("SLURM_JOB_ID", f"local-{os.getpid()}")
-
-
-def pick_device(prefer: str = "auto") -> str:
-    import torch
-
-    if prefer == "cpu":
-        return "cpu"
-    if torch.cuda.is_available():
-        return "cuda"
-    if prefer == "cuda":
-        raise RuntimeError("a GPU was requested but torch sees none (CUDA_VISIBLE_DEVICES="
-                           f"{os.environ.get('CUDA_VISIBLE_DEVICES')!r})")
-    return "cpu"
-
-
-def finished_elsewhere(study: Path, lease: RunLease) -> bool:
-    """The lease says the run ended *and* the result file it names still holds it as done.
-
-    Trusting the lease alone would lose a run whose result file was later found corrupt and
-    moved aside: its data are gone, so it must be trained again.
-    """
-    done = lease.outcome()
-    if not done or done.get("status") not in DONE:
-        return False
-    run_id = lease.path.stem
-    try:
-        return TaskFile(study / RESULTS_DIR / done["file"]).status_of(run_id) in DONE
-    except (OSError, KeyError, RuntimeError):
-        return False
+from optbench import startup
 
 
 class ChunkRunner(submitit.helpers.Checkpointable):
@@ -91,205 +27,11 @@ class ChunkRunner(submitit.helpers.Checkpointable):
         opts = dict(options or {})
         k = min(int(opts.get("runs_in_parallel") or 1), len(run_ids))
         if k > 1:
+            from optbench.parallel import train_in_parallel
+
             startup.resume_collector()  # this process trains nothing; its parts import torch themselves
             return train_in_parallel(study_dir, task_name, run_ids, opts, k)
-        startup.import_training_stack()
-        import torch
+        startup.import_training_stack()  # torch and the chunk's modules, with the collector paused
+        from optbench.chunk import train_chunk
 
-        threads = int(opts.get("threads") or os.environ.get("SLURM_CPUS_PER_TASK") or 0)
-        if threads:
-            torch.set_num_threads(threads)
-        device = pick_device(opts.get("device", "auto"))
-        numerics_set = numerics.configure(opts.get("precision", "fp32"), bool(opts.get("cudnn_benchmark", False)))
-        study = Path(study_dir)
-        plan = planner.load_plan(study, verify=False)
-        plan = plan[plan["run_id"].isin(run_ids)]
-        records = planner.records(plan)
-        tf = task_file_for(study, task_name)
-        ckpts = CheckpointStore(study)
-        interrupt = Interrupt().install()
-        if interrupt.requested:  # signalled while starting (optbench.launch noted it): requeue before training
-            interrupt.act(lambda: None)
-        summary: dict[str, Any] = {"trained": [], "skipped": [], "failed": [], "device": device}
-        restarts = int(os.environ.get("SLURM_RESTART_COUNT", "0"))
-        try:
-            for rid in run_ids:
-                rec = records.get(rid)
-                if rec is None or not rec.resolved:
-                    summary["skipped"].append(rid)
-                    continue
-                lease = RunLease(study, rid)
-                if not lease.acquire():
-                    summary["skipped"].append(rid)  # another live task is training it
-                    continue
-                with lease:
-                    if finished_elsewhere(study, lease) or tf.status_of(rid) in DONE:
-                        summary["skipped"].append(rid)
-                        continue
-                    tf.begin_run(rid, rec.to_json(), {"host": socket.gethostname(), "job_id": job_id(),
-                                                      "versions": versions(), "device": device,
-                                                      "requeues": restarts, "threads": torch.get_num_threads(),
-                                                      **numerics_set,
-                                                      "pid": os.getpid(),
-                                                      "cuda_visible_devices":
-                                                          os.environ.get("CUDA_VISIBLE_DEVICES", "")})
-                    t0 = time.time()
-                    try:
-                        status = train_one(rec, tf, ckpts, interrupt, device, opts, lease)
-                    except Exception as e:  # the run's own failure: record it, keep the task going
-                        err = f"{type(e).__name__}: {e}"
-                        tf.set_status(rid, "failed", error=err, traceback=traceback.format_exc()[-4000:],
-                                      finished=time.time())
-                        lease.record_outcome(status="failed", file=tf.path.name, error=err)
-                        summary["failed"].append(rid)
-                        print(f"optbench: run {rid} failed: {err}", flush=True)
-                        continue
-                    tf.set_status(rid, status, finished=time.time(), wall_time=time.time() - t0)
-                    lease.record_outcome(status=status, file=tf.path.name)
-                    if not opts.get("keep_checkpoints", False):
-                        ckpts.remove(rid)
-                    summary["trained"].append(rid)
-        finally:
-            interrupt.uninstall()
-        return summary
-
-
-PART_SEP = "+p"  # the result file of process i of a task training runs in parallel: <task>+p<i>.h5
-
-
-def _train_part(study_dir: str, name: str, run_ids: list[str], options: dict[str, Any], results) -> None:
-    """Entry point of one process of :func:`train_in_parallel` (a fresh interpreter: ``spawn``).
-
-    It notes USR2/TERM before anything else and only then tells the parent it is ready: the parent
-    forwards Slurm's signals to ready processes only, since Python's default for USR2 would end a
-    process that is still starting (its Interrupt then finds the noted signal, as in optbench.launch).
-    """
-    import signal
-
-    from optbench.interrupt import note_early
-
-    for sig in (signal.SIGUSR2, signal.SIGTERM):
-        signal.signal(sig, note_early)
-    results.put({"ready": name})
-    try:
-        summary = ChunkRunner()(study_dir, name, run_ids, options)
-    except BaseException as e:
-        results.put({"part": name, "error": f"{type(e).__name__}: {e}"})
-        raise
-    results.put({"part": name, **summary})
-
-
-def train_in_parallel(study_dir: str, task_name: str, run_ids: list[str], opts: dict[str, Any],
-                      k: int) -> dict[str, Any]:
-    """Train the chunk in ``k`` processes at once (profile key ``runs_in_parallel``).
-
-    Process i takes runs i, i+k, i+2k, … of the chunk, trains them as a one-process task would
-    (leases, checkpoints, skip-finished) with ``threads // k`` torch threads, and writes its own
-    result file ``<task>+p<i>.h5`` — one writer per file, as always. The partition depends only on
-    the chunk and ``k``, so a requeued task gives every process the same runs back. Slurm's
-    USR2/TERM reaches this parent process: it is forwarded to the processes, which checkpoint at the
-    next step boundary and exit, then the parent requeues (USR2, through submitit) or exits (TERM).
-    A process that dies otherwise fails the task once the others have finished (its runs resume
-    from their checkpoints when the task is re-submitted).
-    """
-    import multiprocessing
-
-    threads = int(opts.get("threads") or os.environ.get("SLURM_CPUS_PER_TASK") or os.cpu_count() or 1)
-    part_opts = {**opts, "runs_in_parallel": 1, "threads": max(1, threads // k)}
-    ctx = multiprocessing.get_context("spawn")  # no fork of a process that may hold torch or HDF5 state
-    results = ctx.Queue()
-    names = [f"{task_name}{PART_SEP}{i}" for i in range(k)]
-    procs = [ctx.Process(target=_train_part, args=(study_dir, names[i], run_ids[i::k], part_opts, results),
-                         name=names[i], daemon=False) for i in range(k)]
-    interrupt = Interrupt().install()
-    if interrupt.requested:  # signalled while starting: requeue before any process starts
-        interrupt.act(lambda: None)
-    summaries: list[dict[str, Any]] = []
-    ready: set[str] = set()  # processes whose signal handler is in place (see _train_part)
-    forwarded: set[str] = set()
-
-    def take(message: dict[str, Any]) -> None:
-        if "ready" in message:
-            ready.add(message["ready"])
-        else:
-            summaries.append(message)
-
-    try:
-        for proc in procs:
-            proc.start()
-        while any(proc.is_alive() for proc in procs):
-            try:
-                take(results.get(timeout=0.2))
-            except Exception:  # queue.Empty
-                pass
-            if interrupt.requested:  # forward to each process once it is ready for it
-                for proc in procs:
-                    if proc.is_alive() and proc.name in ready and proc.name not in forwarded:
-                        os.kill(proc.pid, interrupt.signum)
-                        forwarded.add(proc.name)
-        for proc in procs:
-            proc.join()
-        while True:
-            try:
-                take(results.get(timeout=0.05))
-            except Exception:
-                break
-        if interrupt.requested:
-            interrupt.act(lambda: None)  # the processes have checkpointed: requeue (USR2) or exit (TERM)
-    finally:
-        interrupt.uninstall()
-        for proc in procs:
-            if proc.is_alive():
-                proc.terminate()
-    summary: dict[str, Any] = {"trained": [], "skipped": [], "failed": [], "parts": len(procs)}
-    for part in summaries:
-        for key in ("trained", "skipped", "failed"):
-            summary[key] += part.get(key, [])
-        summary.setdefault("device", part.get("device"))
-    dead = [(proc.name, proc.exitcode) for proc in procs if proc.exitcode != 0]
-    if dead:
-        raise RuntimeError("process(es) of a parallel task ended abnormally: " +
-                           ", ".join(f"{name} (exit code {code})" for name, code in dead))
-    return summary
-
-
-def train_one(rec, tf: TaskFile, ckpts: CheckpointStore, interrupt: Interrupt, device: str,
-              opts: dict[str, Any], lease: RunLease | None = None) -> str:
-    """Train one run, resuming from its checkpoint; progress is noted in the lease at each checkpoint.
-
-    The lease note lets the next attempt tell "no checkpoint yet" from "checkpoint lost": an attempt
-    that must start from scratch although an earlier one had checkpointed is counted in the run's
-    ``scratch_restarts`` attribute (the chaos run asserts it stays 0).
-    """
-    from optbench.trainer import train_run
-
-    rid = rec.run_id
-    noted = (lease.outcome() or {}) if lease is not None else {}
-    overhead = float(opts.get("checkpoint_overhead", Resources.checkpoint_overhead))
-    sink = RowWriter(tf, rid, overhead)  # rows in groups; all of them on disk before each checkpoint
-
-    def checkpoint(state):
-        if state is None:
-            loaded = ckpts.load(rid)
-            if loaded is not None:
-                tf.bump(rid, "resumes")
-            elif noted.get("checkpointed_epoch") is not None:
-                tf.bump(rid, "scratch_restarts")
-            return loaded
-        sink.flush()  # the file then holds every row the checkpoint holds (a resume trims it to them)
-        ckpts.save(rid, state)
-        if lease is not None:
-            lease.record_outcome(status="running", checkpointed_epoch=state["epoch"], pos=state["pos"])
-        return None
-
-    try:
-        status = train_run(rec, sink=sink, checkpoint=checkpoint, interrupt=interrupt, device=device,
-                           checkpoint_every_s=float(opts.get("checkpoint_every_s", 300.0)),
-                           checkpoint_every_epoch=bool(opts.get("checkpoint_every_epoch", True)),
-                           checkpoint_overhead=overhead)
-    except BaseException:
-        with contextlib.suppress(Exception):
-            sink.flush()  # the rows so far, beside the failure's record (best effort: the disk may be full)
-        raise
-    sink.flush()
-    return status
+        return train_chunk(study_dir, task_name, run_ids, opts)

@@ -83,6 +83,10 @@ def _missing_data(tmp_path):
 BAD_INPUTS = [(f"study-{k}", (lambda tmp_path, text=v[0]: ("plan", _write(tmp_path, text), "-o", tmp_path / "out")),
                v[1]) for k, v in sorted(BAD_STUDIES.items())] + [
     ("study-file-missing", lambda t: ("plan", t / "missing.toml", "-o", t / "out"), "study file not found"),
+    ("study-file-missing-and-no-output", lambda t: ("plan", t / "missing.toml"), "study file not found"),
+    ("study-bad-and-no-output", lambda t: ("plan", _write(t, TINY_STUDY.replace('"adam"', '"adamx"'))),
+     "adamx"),
+    ("plan-without-output", lambda t: ("plan", _write(t, TINY_STUDY)), "-o/--output DIR is required"),
     ("study-bad-space", lambda t: ("plan", _write(t, TINY_STUDY + '[tuning.space.sgd]\nlr = ["log", 0, 1]\n'),
                                    "-o", t / "out"), "log ranges need low > 0"),
     ("study-bad-schedule-arg", lambda t: ("plan", _write(t, TINY_STUDY + "[schedule_settings.none]\nx = 1\n"),

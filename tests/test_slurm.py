@@ -362,6 +362,40 @@ def test_preemption_by_high_priority_partition(slurm_cluster, write_study, tmp_p
     assert "COMPLETED" in out
 
 
+def test_parallel_task_requeued_mid_run_resumes_each_process_exactly(slurm_cluster, write_study, tmp_path):
+    """A task training its runs two at once (runs_in_parallel = 2, as the GPU profile does for the small
+    problems), started as every Slurm task is (optbench.launch, submitit, then two spawned processes):
+    USR2 while both runs are mid-way checkpoints both processes, submitit requeues the task, the
+    requeued task gives each process its runs back and both finish on the uninterrupted curves, each
+    in its own result file."""
+    epochs = 40
+    s = tmp_path / "par"
+    assert cli("plan", write_study(LONG_STUDY.format(epochs=epochs, seed="21, 22").replace('"long"', '"par"')),
+               "-o", s).returncode == 0
+    prof = profile_file(tmp_path, runs_per_task=2, runs_in_parallel=2, cpus_per_task=2)
+    r = cli("submit", s, "--profile", prof)
+    assert r.returncode == 0 and "submitted 2 runs" in r.stdout, r.stdout + r.stderr
+    tasks = dispatch.ledger(s)[0]["tasks"]
+    assert len(tasks) == 1 and len(tasks[0]["run_ids"]) == 2  # one task, both runs
+    job = tasks[0]["job_id"]
+    rids = list(planner.load_plan(s)["run_id"])
+    for rid in rids:
+        wait_rows(s, rid, 4)  # both processes are training
+    pids = {int(curve(s, rid)[1]["pid"]) for rid in rids}
+    assert len(pids) == 2, pids
+    subprocess.run(["scancel", "--signal=USR2", job], check=True)
+    states = wait_done(s, 600)
+    assert (states["state"] == "finished").all(), states
+    check_exact(s, epochs)
+    found, _ = scan_results(s)
+    assert sorted(found[rid]["file"] for rid in rids) == [f"{tasks[0]['name']}+p0.h5", f"{tasks[0]['name']}+p1.h5"]
+    for rid in rids:
+        _, attrs = curve(s, rid)
+        assert int(attrs["requeues"]) >= 1 and int(attrs["resumes"]) >= 1, attrs  # resumed, not retrained
+    out = sacct(job.split("_")[0], duplicates=True)
+    assert "REQUEUED" in out and "FAILED" not in out and "COMPLETED" in out, out
+
+
 def test_kill9_worker_then_resubmit_resumes(slurm_cluster, write_study, tmp_path):
     """kill -9 of the worker (a lost node): the task dies without a checkpoint on the way out;
     `optbench submit` sees the run interrupted, re-submits exactly it, and it resumes from its
