@@ -26,7 +26,8 @@ from optbench.checkpoint import CheckpointStore
 from optbench.interrupt import Interrupt
 from optbench.leases import RunLease
 from optbench.profiles import Resources
-from optbench.storage import DONE, RESULTS_DIR, RowWriter, TaskFile, ensure_writable, quarantine, versions
+from optbench.storage import (DONE, RESULTS_DIR, RowWriter, TaskFile, ensure_writable, quarantine, salvage_pattern,
+                              versions)
 
 
 def task_file_for(study_dir: Path, task_name: str) -> TaskFile:
@@ -68,16 +69,23 @@ def finished_elsewhere(study: Path, lease: RunLease) -> bool:
     """The lease says the run ended *and* the result file it names still holds it as done.
 
     Trusting the lease alone would lose a run whose result file was later found corrupt and
-    moved aside: its data are gone, so it must be trained again.
+    moved aside: its data are gone, so it must be trained again. Where the file was moved aside
+    and its finished runs recovered (:func:`optbench.storage.quarantine`: ``salvaged-<file>-<time>.h5``),
+    the run is done there; without looking, a task restarting on its own damaged file would train
+    again every run it had just recovered, and the study would hold two finished copies of each.
     """
     done = lease.outcome()
     if not done or done.get("status") not in DONE:
         return False
     run_id = lease.path.stem
-    try:
-        return TaskFile(study / RESULTS_DIR / done["file"]).status_of(run_id) in DONE
-    except (OSError, KeyError, RuntimeError):
-        return False
+    results = study / RESULTS_DIR
+    for path in [results / done["file"], *sorted(results.glob(salvage_pattern(done["file"])))]:
+        try:
+            if TaskFile(path).status_of(run_id) in DONE:
+                return True
+        except (OSError, KeyError, RuntimeError):
+            continue
+    return False
 
 
 def train_chunk(study_dir: str, task_name: str, run_ids: list[str], opts: dict[str, Any]) -> dict[str, Any]:

@@ -191,27 +191,29 @@ def pid_alive(pid: int) -> bool:
         return False
 
 
-def in_flight_runs(study_dir: Path) -> set[str]:
-    """Runs whose last submitted task is still queued or running."""
+def live_tasks(study_dir: Path) -> list[dict[str, Any]]:
+    """The ledger's tasks whose own job is still queued or running (a requeued Slurm task keeps its id)."""
     entries = ledger(study_dir)
     if not entries:
-        return set()
+        return []
     slurm_live: set[str] | None = None
     if any(e["executor"] == "slurm" for e in entries):
         slurm_live = live_slurm_jobs()
         if slurm_live is None:
             raise OptbenchError("`squeue` failed: cannot tell which submitted runs are still queued; "
                                 "refusing to submit them twice (is Slurm reachable from here?)")
-    runs: set[str] = set()
+    live = []
     for e in entries:
         for task in e["tasks"]:
             jid = task.get("job_id")
-            if not jid:
-                continue
-            alive = (jid in slurm_live) if e["executor"] == "slurm" else pid_alive(int(jid))
-            if alive:
-                runs.update(task["run_ids"])
-    return runs
+            if jid and ((jid in slurm_live) if e["executor"] == "slurm" else pid_alive(int(jid))):
+                live.append(task)
+    return live
+
+
+def in_flight_runs(study_dir: Path) -> set[str]:
+    """Runs whose last submitted task is still queued or running."""
+    return {rid for task in live_tasks(study_dir) for rid in task["run_ids"]}
 
 
 @contextmanager
@@ -275,16 +277,15 @@ def quarantine_unreadable(study_dir: Path, bad: list[tuple[Path, str]]) -> None:
     """Move unreadable result files of tasks that are no longer alive aside, salvaging finished runs.
 
     A file whose task is still queued or running is left alone: it may just be mid-write, and
-    its task will deal with it when it restarts.
+    its task will deal with it when it restarts. A file of an ended task is moved aside even while its
+    runs train again in a newer task: left in place, it would hide its finished runs from the next
+    submission until every one of those runs had ended.
     """
-    live_tasks = set()
-    flight_runs = in_flight_runs(study_dir)
-    for e in ledger(study_dir):
-        for t in e["tasks"]:
-            if set(t["run_ids"]) & flight_runs:
-                live_tasks.add(t["name"])
+    # the file's own task, not any task holding its runs: an ended task whose runs were re-submitted
+    # (it was cancelled, or one of its processes was killed) writes to its file no more
+    alive = {t["name"] for t in live_tasks(study_dir)}
     for path, err in bad:
-        if path.stem.split(PART_SEP)[0] in live_tasks:  # "<task>+p<i>.h5": a process of a parallel task
+        if path.stem.split(PART_SEP)[0] in alive:  # "<task>+p<i>.h5": a process of a parallel task
             print(f"optbench: warning: result file {path} unreadable ({err}) but its task is alive; left alone",
                   file=sys.stderr)
             continue

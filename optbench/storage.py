@@ -33,6 +33,7 @@ optbench changing the runs already in a file that this version wrote (a downgrad
 """
 from __future__ import annotations
 
+import glob
 import inspect
 import json
 import os
@@ -650,6 +651,14 @@ def iter_curves(path: Path) -> Iterable[tuple[str, dict[str, Any], np.ndarray]]:
 QUARANTINE_DIR = "quarantine"
 
 
+SALVAGE_PREFIX = "salvaged-"  # salvaged-<file's stem>-<unix time>.h5: the finished runs recovered from a file
+
+
+def salvage_pattern(file_name: str) -> str:
+    """Glob (in the results directory) of the salvage files made from the result file ``file_name``."""
+    return f"{SALVAGE_PREFIX}{glob.escape(Path(file_name).stem)}-*.h5"
+
+
 def quarantine(path: Path, reason: str) -> tuple[Path, Path | None, int]:
     """Move an unreadable result file aside (never delete it) and salvage what can still be read.
 
@@ -662,7 +671,7 @@ def quarantine(path: Path, reason: str) -> tuple[Path, Path | None, int]:
     aside = qdir / f"{path.name}.{time.strftime('%Y%m%dT%H%M%S')}"
     os.replace(path, aside)
     (qdir / f"{aside.name}.reason.txt").write_text(reason + "\n")
-    salvage = path.with_name(f"salvaged-{path.stem}-{int(time.time())}.h5")
+    salvage = path.with_name(f"{SALVAGE_PREFIX}{path.stem}-{int(time.time())}.h5")
     recovered = 0
     try:
         with h5py.File(aside, "r", locking=False) as src:

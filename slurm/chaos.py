@@ -2,7 +2,7 @@
 """Chaos run: a small real study on the local Slurm cluster while faults are injected at random.
 
     source /tmp/optbench-slurm/env.sh
-    .venv/bin/python slurm/chaos.py --minutes 10 [--seed 0] [--dir /tmp/chaos]
+    .venv/bin/python slurm/chaos.py --minutes 10 [--seed 0] [--dir /tmp/chaos] [--parallel 2]
 
 For ``--minutes`` it keeps the study submitted (as a user would: ``optbench submit`` every few
 seconds, sometimes twice at once) and injects, at random: ``scontrol requeue`` of a running task,
@@ -13,6 +13,10 @@ submit`` must move it aside, recover its readable runs and re-train the rest). T
 stops injecting, lets the study finish, and checks the invariant on every run: finished exactly
 once, one row per evaluation (no gaps, no duplicates), never re-trained from scratch when it had
 a checkpoint. It prints a table and exits non-zero if any count that must be 0 is not.
+
+The digits problem's tasks train ``--parallel`` runs at once (the profile's ``runs_in_parallel``,
+default 2; 1 turns it off), so the faults also reach tasks whose runs train in several processes:
+``kill -9`` of one of them, a signal while they start, a result file ``<task>+p<i>.h5`` cut short.
 """
 from __future__ import annotations
 
@@ -65,6 +69,10 @@ max_array_size = "auto"
 signal_delay_s = 30
 checkpoint_every_s = 5
 max_retries = 1000
+[problems.digits_mlp]
+runs_per_task = {runs_per_task}
+runs_in_parallel = {parallel}
+cpus_per_task = {parallel}
 """
 FAULTS = ("requeue", "usr2", "preempt", "kill9", "scancel", "double_submit", "truncate")
 
@@ -198,6 +206,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--every", type=float, default=5.0, help="mean seconds between faults")
     ap.add_argument("--dir", default=None, help="study directory (default: a new temporary one)")
     ap.add_argument("--finish-timeout", type=float, default=900.0)
+    ap.add_argument("--parallel", type=int, default=2,
+                    help="runs the digits problem's tasks train at once (runs_in_parallel; 1: one at a time)")
     args = ap.parse_args(argv)
     rng = random.Random(args.seed)
     work = Path(args.dir or tempfile.mkdtemp(prefix="optbench-chaos-"))
@@ -206,7 +216,7 @@ def main(argv: list[str] | None = None) -> int:
     work.mkdir(parents=True, exist_ok=True)
     study_file, profile = work / "chaos.toml", work / "chaos-profile.toml"
     study_file.write_text(STUDY.format(epochs=args.epochs, seeds=list(range(1, args.seeds + 1))))
-    profile.write_text(PROFILE)
+    profile.write_text(PROFILE.format(parallel=args.parallel, runs_per_task=max(2, 2 * args.parallel)))
     study_dir = work / "study"
     r = optbench("plan", str(study_file), "-o", str(study_dir))
     if r.returncode:

@@ -69,6 +69,64 @@ def test_damaged_group_salvages_the_readable_runs(tiny_study, tmp_path):
     assert ids[0] not in found and found[ids[1]]["status"] == "finished" and found[ids[1]]["n_evals"] == 3
 
 
+def test_task_restarting_on_its_own_damaged_file_keeps_the_runs_it_recovers(tiny_study, tmp_path, monkeypatch):
+    """A requeued task finds its result file unreadable: the file is moved aside and its finished runs
+    recovered into a salvage file; those runs are then done, not trained a second time (which had left
+    two finished copies of each in the study)."""
+    from optbench import storage
+
+    s, ids = trained_study(tiny_study, tmp_path)
+    real = storage.TaskFile.check_readable
+    damaged = [s / "results" / "task-a.h5"]
+
+    def check_readable(self):  # the file reads as damaged once (HDF5 rarely leaves a truncated file readable)
+        if damaged and self.path == damaged[0]:
+            damaged.pop()
+            raise OSError("damaged for the test")
+        return real(self)
+
+    monkeypatch.setattr(storage.TaskFile, "check_readable", check_readable)
+    out = ChunkRunner()(str(s), "task-a", ids[:3])
+    assert not damaged and out["trained"] == [] and sorted(out["skipped"]) == sorted(ids[:3]), out
+    assert list((s / "results").glob("salvaged-task-a-*.h5")) and list((s / "results" / "quarantine").glob("task-a.h5.*"))
+    copies = {}
+    for path in (s / "results").glob("*.h5"):
+        with h5py.File(path, "r") as f:
+            for rid, g in f.get("runs", {}).items():
+                copies[rid] = copies.get(rid, 0) + (str(g.attrs["status"]) in ("finished", "diverged"))
+    assert copies == {rid: 1 for rid in ids}, copies
+    found, bad = scan_results(s)
+    assert not bad and all(found[r]["status"] in ("finished", "diverged") for r in ids)
+
+
+def test_unreadable_file_of_an_ended_task_is_moved_aside_while_its_runs_train_elsewhere(tiny_study, tmp_path, capsys):
+    """Only a file whose own task is alive is left alone (it may be mid-write). The file of an ended task is
+    moved aside even while one of its runs trains again in a newer task; it had been left in place as
+    long as any of its runs was in flight anywhere, hiding its other runs from the next submission."""
+    from optbench import dispatch
+
+    s, ids = trained_study(tiny_study, tmp_path)
+    ended = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                           text=True, check=True)
+    dead_pid = int(ended.stdout)
+    dispatch.write_ledger(s, {"stamp": "20261207T000000-aaaaaa", "executor": "local", "profile": "local",
+                              "created": 0.0, "sbatch_calls": 0,
+                              "tasks": [{"name": "task-a", "job_id": str(dead_pid), "run_ids": ids[:3]}]})
+    dispatch.write_ledger(s, {"stamp": "20261207T000001-bbbbbb", "executor": "local", "profile": "local",
+                              "created": 1.0, "sbatch_calls": 0,
+                              "tasks": [{"name": "task-live", "job_id": str(os.getpid()), "run_ids": ids[:1]}]})
+    assert dispatch.in_flight_runs(s) == {ids[0]}
+    for name in ("task-a.h5", "task-live.h5"):
+        (s / "results" / name).write_bytes((s / "results" / "task-b.h5").read_bytes()[:500])
+    _, bad = scan_results(s)
+    assert sorted(p.name for p, _ in bad) == ["task-a.h5", "task-live.h5"]
+    dispatch.quarantine_unreadable(s, bad)
+    assert not (s / "results" / "task-a.h5").exists()  # its task ended: moved aside (kept)
+    assert list((s / "results" / "quarantine").glob("task-a.h5.*"))
+    assert (s / "results" / "task-live.h5").exists()  # its task is alive: left alone
+    assert "task-live.h5 unreadable" in capsys.readouterr().err
+
+
 def test_lease_saying_finished_is_not_trusted_when_its_file_is_gone(tiny_study, tmp_path):
     s, ids = trained_study(tiny_study, tmp_path)
     assert RunLease(s, ids[0]).outcome()["status"] in ("finished", "diverged")
