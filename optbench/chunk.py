@@ -70,7 +70,7 @@ def finished_elsewhere(study: Path, lease: RunLease) -> bool:
 
     Trusting the lease alone would lose a run whose result file was later found corrupt and
     moved aside: its data are gone, so it must be trained again. Where the file was moved aside
-    and its finished runs recovered (:func:`optbench.storage.quarantine`: ``salvaged-<file>-<time>.h5``),
+    and its finished runs recovered (:func:`optbench.storage.quarantine`: ``salvaged-<stem>-<time>.h5``),
     the run is done there; without looking, a task restarting on its own damaged file would train
     again every run it had just recovered, and the study would hold two finished copies of each.
     """
@@ -79,13 +79,16 @@ def finished_elsewhere(study: Path, lease: RunLease) -> bool:
         return False
     run_id = lease.path.stem
     results = study / RESULTS_DIR
-    for path in [results / done["file"], *sorted(results.glob(salvage_pattern(done["file"])))]:
+
+    def done_in(path: Path) -> bool:
         try:
-            if TaskFile(path).status_of(run_id) in DONE:
-                return True
+            return TaskFile(path).status_of(run_id) in DONE
         except (OSError, KeyError, RuntimeError):
-            continue
-    return False
+            return False
+
+    # the named file first: listing the results directory (thousands of files, on a parallel file
+    # system) is only for the rare run whose file was moved aside
+    return done_in(results / done["file"]) or any(done_in(p) for p in results.glob(salvage_pattern(done["file"])))
 
 
 def train_chunk(study_dir: str, task_name: str, run_ids: list[str], opts: dict[str, Any]) -> dict[str, Any]:

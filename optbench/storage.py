@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import glob
 import inspect
+import itertools
 import json
 import os
 import time
@@ -651,12 +652,22 @@ def iter_curves(path: Path) -> Iterable[tuple[str, dict[str, Any], np.ndarray]]:
 QUARANTINE_DIR = "quarantine"
 
 
-SALVAGE_PREFIX = "salvaged-"  # salvaged-<file's stem>-<unix time>.h5: the finished runs recovered from a file
+SALVAGE_PREFIX = "salvaged-"  # salvaged-<task file's stem>-<unix time>.h5: the finished runs recovered from a file
+
+
+def _original_stem(file_name: str) -> str:
+    """The stem of the task's own result file that ``file_name`` holds runs of: a salvage file's is the
+    file it was salvaged from (so that the salvage of a salvage keeps the original's name)."""
+    stem = Path(file_name).stem
+    if stem.startswith(SALVAGE_PREFIX):
+        stem = stem[len(SALVAGE_PREFIX):].rsplit("-", 1)[0]
+    return stem
 
 
 def salvage_pattern(file_name: str) -> str:
-    """Glob (in the results directory) of the salvage files made from the result file ``file_name``."""
-    return f"{SALVAGE_PREFIX}{glob.escape(Path(file_name).stem)}-*.h5"
+    """Glob (in the results directory) of the salvage files made from the result file ``file_name``,
+    and from those in turn (all are named ``salvaged-<task file's stem>-<unix time>.h5``)."""
+    return f"{SALVAGE_PREFIX}{glob.escape(_original_stem(file_name))}-*.h5"
 
 
 def quarantine(path: Path, reason: str) -> tuple[Path, Path | None, int]:
@@ -668,10 +679,12 @@ def quarantine(path: Path, reason: str) -> tuple[Path, Path | None, int]:
     """
     qdir = path.parent / QUARANTINE_DIR
     qdir.mkdir(exist_ok=True)
-    aside = qdir / f"{path.name}.{time.strftime('%Y%m%dT%H%M%S')}"
-    os.replace(path, aside)
+    stamp = time.strftime('%Y%m%dT%H%M%S')
+    aside = _move_to_free_name(path, lambda n: qdir / f"{path.name}.{stamp}{f'.{n}' if n else ''}")
     (qdir / f"{aside.name}.reason.txt").write_text(reason + "\n")
-    salvage = path.with_name(f"{SALVAGE_PREFIX}{path.stem}-{int(time.time())}.h5")
+    base = f"{SALVAGE_PREFIX}{_original_stem(path.name)}-{int(time.time())}"
+    partial = path.with_name(f".{base}.{os.getpid()}.partial")  # not a result file until complete (see below)
+    partial.unlink(missing_ok=True)  # a leftover of a process with this pid that died while salvaging
     recovered = 0
     try:
         with h5py.File(aside, "r", locking=False) as src:
@@ -685,7 +698,7 @@ def quarantine(path: Path, reason: str) -> tuple[Path, Path | None, int]:
                     continue
                 if status not in DONE:
                     continue
-                with h5py.File(salvage, "a", locking=False) as dst:
+                with h5py.File(partial, "a", locking=False) as dst:
                     ng = dst.require_group("runs").create_group(rid)
                     ng.create_dataset("evals", data=rows, maxshape=(None,), chunks=(64,))
                     for k, v in attrs.items():
@@ -693,9 +706,33 @@ def quarantine(path: Path, reason: str) -> tuple[Path, Path | None, int]:
                 recovered += 1
     except Exception:
         pass
-    if recovered:
+    if not recovered:
+        partial.unlink(missing_ok=True)
+        return aside, None, 0
+    try:
+        TaskFile(partial).index()  # so that status reads it the fast way
+    except Exception:
+        pass
+    # only now under a result file's name: a half-written salvage file would read as damaged to an
+    # `optbench submit` running meanwhile, which would move it aside in turn
+    salvage = _move_to_free_name(partial, lambda n: path.with_name(f"{base}{f'.{n}' if n else ''}.h5"))
+    return aside, salvage, recovered
+
+
+def _move_to_free_name(src: Path, name: Callable[[int], Path]) -> Path:
+    """Rename ``src`` to ``name(0)``, or ``name(1)``, … whichever does not exist, never replacing a file:
+    two files quarantined in the same second (a task's file, then the new one it began) keep both."""
+    for n in itertools.count():
+        target = name(n)
         try:
-            TaskFile(salvage).index()  # so that status reads it the fast way
-        except Exception:
-            pass
-    return aside, (salvage if recovered else None), recovered
+            os.link(src, target)  # fails if target exists, atomically (a rename would replace it)
+        except FileExistsError:
+            continue
+        except OSError:  # a file system without hard links: check, then rename
+            if target.exists():
+                continue
+            os.replace(src, target)
+            return target
+        src.unlink()
+        return target
+    raise AssertionError("unreachable")

@@ -127,6 +127,41 @@ def test_unreadable_file_of_an_ended_task_is_moved_aside_while_its_runs_train_el
     assert "task-live.h5 unreadable" in capsys.readouterr().err
 
 
+def test_salvage_of_a_salvage_still_counts_and_nothing_is_replaced(tiny_study, tmp_path, monkeypatch):
+    """A salvage file is a result file only once complete (written under a hidden name); if it is damaged
+    in turn, its own salvage keeps the task file's name, so the runs stay done for a restarting task; and
+    two files moved aside in the same second both stay (no rename replaces the other)."""
+    from optbench import storage
+    from optbench.chunk import finished_elsewhere
+
+    s, ids = trained_study(tiny_study, tmp_path)
+    results = s / "results"
+    seen = []
+    real_index = storage.TaskFile.index
+
+    def index(self):  # while the salvage is written, the study shows no salvage result file yet
+        seen.append((self.path.name, [p.name for p in storage.result_files(s)]))
+        return real_index(self)
+
+    monkeypatch.setattr(storage.TaskFile, "index", index)
+    first_aside, first, n = storage.quarantine(results / "task-a.h5", "test")
+    assert n == 3 and first.name.startswith("salvaged-task-a-") and first.exists()
+    assert seen and seen[0][0].endswith(".partial") and not any("salvaged" in f for f in seen[0][1]), seen
+    assert not list(results.glob("*.partial")) and not list(results.glob(".*partial"))
+    _, second, n = storage.quarantine(first, "test again")  # the salvage file damaged in turn
+    assert n == 3 and second.name.startswith("salvaged-task-a-") and second.exists()
+    assert list((results / "quarantine").glob(f"{first.name}.*"))  # the first salvage was moved aside (kept)
+    assert all(finished_elsewhere(s, RunLease(s, rid)) for rid in ids[:3])
+    out = ChunkRunner()(str(s), "task-a", ids[:3])
+    assert out["trained"] == [] and sorted(out["skipped"]) == sorted(ids[:3]), out
+
+    # the task's next file, damaged in the same second: both damaged files and both salvages are kept
+    (results / "task-a.h5").write_bytes(first_aside.read_bytes())
+    again_aside, again, _ = storage.quarantine(results / "task-a.h5", "test third")
+    assert again_aside != first_aside and first_aside.exists() and again_aside.exists()
+    assert again != second and second.exists() and again.exists()
+
+
 def test_lease_saying_finished_is_not_trusted_when_its_file_is_gone(tiny_study, tmp_path):
     s, ids = trained_study(tiny_study, tmp_path)
     assert RunLease(s, ids[0]).outcome()["status"] in ("finished", "diverged")
