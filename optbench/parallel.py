@@ -7,27 +7,38 @@ processes, forwards Slurm's signals and gathers their summaries, so it should no
 from __future__ import annotations
 
 import os
+import signal
+import time
 from typing import Any
 
 from optbench.interrupt import Interrupt
 
-
 PART_SEP = "+p"  # the result file of process i of a task training runs in parallel: <task>+p<i>.h5
+SIGNALS = (signal.SIGUSR2, signal.SIGTERM)  # what Slurm sends at a time limit, a preemption, a scancel
+
+#: tests only: hold each process this long before its handlers are installed (with the signals blocked),
+#: so that a signal can be sent into that window on purpose
+PART_DELAY_ENV = "OPTBENCH_TEST_PART_DELAY_S"
 
 
 def _train_part(study_dir: str, name: str, run_ids: list[str], options: dict[str, Any], results) -> None:
     """Entry point of one process of :func:`train_in_parallel` (a fresh interpreter: ``spawn``).
 
-    It notes USR2/TERM before anything else and only then tells the parent it is ready: the parent
-    forwards Slurm's signals to ready processes only, since Python's default for USR2 would end a
-    process that is still starting (its Interrupt then finds the noted signal, as in optbench.launch).
+    The process starts with USR2/TERM blocked (the parent blocks them while it spawns; exec keeps the
+    mask): Slurm signals every process of the step, and Python's default action would end one that
+    is still starting. It installs its handlers, which note the signals, then unblocks them — a
+    signal that came meanwhile is noted now — and only then tells the parent it is ready, which
+    forwards the signals it gets to ready processes (its Interrupt then finds the noted signal, as
+    in optbench.launch).
     """
-    import signal
-
     from optbench.interrupt import note_early
 
-    for sig in (signal.SIGUSR2, signal.SIGTERM):
+    delay = float(os.environ.get(PART_DELAY_ENV) or 0)
+    if delay > 0:
+        time.sleep(delay)
+    for sig in SIGNALS:
         signal.signal(sig, note_early)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, SIGNALS)
     results.put({"ready": name})
     try:
         from optbench.worker import ChunkRunner
@@ -47,8 +58,9 @@ def train_in_parallel(study_dir: str, task_name: str, run_ids: list[str], opts: 
     (leases, checkpoints, skip-finished) with ``threads // k`` torch threads, and writes its own
     result file ``<task>+p<i>.h5`` — one writer per file, as always. The partition depends only on
     the chunk and ``k``, so a requeued task gives every process the same runs back. Slurm's
-    USR2/TERM reaches this parent process: it is forwarded to the processes, which checkpoint at the
-    next step boundary and exit, then the parent requeues (USR2, through submitit) or exits (TERM).
+    USR2/TERM reaches this parent process (and, where Slurm signals the whole step, the processes
+    too): it is forwarded to the processes, which checkpoint at the next step boundary and exit, then
+    the parent requeues (USR2, through submitit) or exits (TERM).
     A process that dies otherwise fails the task once the others have finished (its runs resume
     from their checkpoints when the task is re-submitted).
     """
@@ -75,8 +87,12 @@ def train_in_parallel(study_dir: str, task_name: str, run_ids: list[str], opts: 
             summaries.append(message)
 
     try:
-        for proc in procs:
-            proc.start()
+        mask = signal.pthread_sigmask(signal.SIG_BLOCK, SIGNALS)  # the processes inherit it (see _train_part)
+        try:
+            for proc in procs:
+                proc.start()
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)  # a signal that came meanwhile is handled now
         while any(proc.is_alive() for proc in procs):
             try:
                 take(results.get(timeout=0.2))

@@ -406,6 +406,46 @@ def test_parallel_task_signalled_while_its_processes_start(tiny_study, tmp_path)
     assert not any(s["status"] in ("finished", "diverged") for s in states.values())  # nothing trained to the end
 
 
+PARALLEL_SIGNALLED_ALL = """
+import multiprocessing, os, signal, sys, threading, time
+from optbench.worker import ChunkRunner
+def signal_every_process():  # as Slurm signals a step: the parent and each of its processes
+    while len(multiprocessing.active_children()) < 2:
+        time.sleep(0.01)
+    time.sleep(0.5)  # each process is held before its handlers (OPTBENCH_TEST_PART_DELAY_S)
+    for pid in [os.getpid()] + [p.pid for p in multiprocessing.active_children()]:
+        os.kill(pid, signal.SIGUSR2)
+    print("SIGNALLED", flush=True)
+if __name__ == "__main__":
+    threading.Thread(target=signal_every_process, daemon=True).start()
+    ChunkRunner()(sys.argv[1], "task-sig", sys.argv[2:], {"runs_in_parallel": 2, "threads": 2, "device": "cpu"})
+    print("NOT INTERRUPTED", flush=True)
+"""
+
+
+def test_parallel_task_processes_signalled_directly_while_starting(tiny_study, tmp_path):
+    """Slurm signals every process of a step. A process still starting, before its handlers exist, would
+    be ended by Python's default action for USR2; the processes start with the signals blocked, so it
+    waits for the handler: both processes note it and end as interrupted, none is killed by it."""
+    import signal
+
+    study_dir = tmp_path / "s"
+    df = planner.write_plan(load_study(tiny_study), study_dir, progress=lambda m: None)
+    ids = list(df[df.kind != "rerun"].run_id)
+    script = tmp_path / "signalled_all.py"
+    script.write_text(PARALLEL_SIGNALLED_ALL)
+    env = {**os.environ, "OPTBENCH_TEST_PART_DELAY_S": "2"}
+    r = subprocess.run([sys.executable, str(script), str(study_dir), *ids], capture_output=True, text=True,
+                       timeout=300, env=env)
+    out = r.stdout + r.stderr
+    assert "SIGNALLED" in out, out
+    assert r.returncode == 128 + signal.SIGUSR2, out
+    assert "NOT INTERRUPTED" not in out and "ended abnormally" not in out, out
+    assert out.count("SIGUSR2 arrived while the task was starting") == 2, out  # neither process was killed by it
+    states, _ = scan_results(study_dir)
+    assert not any(s["status"] in ("finished", "diverged") for s in states.values())
+
+
 def test_gpu_check_script_passes_on_the_cpu():
     """benchmarks/gpu_check.py is what a GPU session runs in one go; on the CPU the same checks run
     (train, agree with the CPU before training, resume to the same curve, a worker task) and pass."""
