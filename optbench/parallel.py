@@ -11,7 +11,7 @@ import signal
 import time
 from typing import Any
 
-from optbench.interrupt import Interrupt
+from optbench.interrupt import Interrupt, note_early
 
 PART_SEP = "+p"  # the result file of process i of a task training runs in parallel: <task>+p<i>.h5
 SIGNALS = (signal.SIGUSR2, signal.SIGTERM)  # what Slurm sends at a time limit, a preemption, a scancel
@@ -31,8 +31,6 @@ def _train_part(study_dir: str, name: str, run_ids: list[str], options: dict[str
     forwards the signals it gets to ready processes (its Interrupt then finds the noted signal, as
     in optbench.launch).
     """
-    from optbench.interrupt import note_early
-
     delay = float(os.environ.get(PART_DELAY_ENV) or 0)
     if delay > 0:
         time.sleep(delay)

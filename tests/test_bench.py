@@ -383,27 +383,34 @@ if __name__ == "__main__":  # spawn imports this file again in each process
 """
 
 
-def test_parallel_task_signalled_while_its_processes_start(tiny_study, tmp_path):
-    """USR2 reaches the parent before its processes have a handler: it forwards the signal only once each
-    process is ready, so both note it, checkpoint nothing and exit as interrupted (not killed by the
-    signal's default action), and the parent then exits as a requeue would without submitit."""
+def run_signalled_parallel_task(tiny_study, tmp_path, script_text: str, env: dict | None = None) -> str:
+    """Run ``script_text`` (a parallel task that a signal reaches while its processes start) on the tiny
+    study and check what must hold however the signal came: the parent exits as interrupted (as a
+    requeue would without submitit), no process died otherwise, both processes noted the signal (none
+    was killed by its default action), and no run trained to its end. Returns the output."""
     import signal
-    import subprocess
-    import sys
 
     study_dir = tmp_path / "s"
     df = planner.write_plan(load_study(tiny_study), study_dir, progress=lambda m: None)
     ids = list(df[df.kind != "rerun"].run_id)
     script = tmp_path / "signalled.py"
-    script.write_text(PARALLEL_SIGNALLED)
+    script.write_text(script_text)
     r = subprocess.run([sys.executable, str(script), str(study_dir), *ids], capture_output=True, text=True,
-                       timeout=300)
+                       timeout=300, env={**os.environ, **(env or {})})
     out = r.stdout + r.stderr
     assert r.returncode == 128 + signal.SIGUSR2, out  # the parent: interrupted, no process died otherwise
     assert "NOT INTERRUPTED" not in out and "ended abnormally" not in out, out
     assert out.count("SIGUSR2 arrived while the task was starting") == 2, out  # both processes noted it
     states, _ = scan_results(study_dir)
     assert not any(s["status"] in ("finished", "diverged") for s in states.values())  # nothing trained to the end
+    return out
+
+
+def test_parallel_task_signalled_while_its_processes_start(tiny_study, tmp_path):
+    """USR2 reaches the parent before its processes have a handler: it forwards the signal only once each
+    process is ready, so both note it, checkpoint nothing and exit as interrupted (not killed by the
+    signal's default action), and the parent then exits as a requeue would without submitit."""
+    run_signalled_parallel_task(tiny_study, tmp_path, PARALLEL_SIGNALLED)
 
 
 PARALLEL_SIGNALLED_ALL = """
@@ -427,23 +434,9 @@ def test_parallel_task_processes_signalled_directly_while_starting(tiny_study, t
     """Slurm signals every process of a step. A process still starting, before its handlers exist, would
     be ended by Python's default action for USR2; the processes start with the signals blocked, so it
     waits for the handler: both processes note it and end as interrupted, none is killed by it."""
-    import signal
-
-    study_dir = tmp_path / "s"
-    df = planner.write_plan(load_study(tiny_study), study_dir, progress=lambda m: None)
-    ids = list(df[df.kind != "rerun"].run_id)
-    script = tmp_path / "signalled_all.py"
-    script.write_text(PARALLEL_SIGNALLED_ALL)
-    env = {**os.environ, "OPTBENCH_TEST_PART_DELAY_S": "2"}
-    r = subprocess.run([sys.executable, str(script), str(study_dir), *ids], capture_output=True, text=True,
-                       timeout=300, env=env)
-    out = r.stdout + r.stderr
-    assert "SIGNALLED" in out, out
-    assert r.returncode == 128 + signal.SIGUSR2, out
-    assert "NOT INTERRUPTED" not in out and "ended abnormally" not in out, out
-    assert out.count("SIGUSR2 arrived while the task was starting") == 2, out  # neither process was killed by it
-    states, _ = scan_results(study_dir)
-    assert not any(s["status"] in ("finished", "diverged") for s in states.values())
+    out = run_signalled_parallel_task(tiny_study, tmp_path, PARALLEL_SIGNALLED_ALL,
+                                      env={"OPTBENCH_TEST_PART_DELAY_S": "2"})
+    assert "SIGNALLED" in out, out  # the signals were sent while the processes were held
 
 
 def test_gpu_check_script_passes_on_the_cpu():

@@ -114,16 +114,14 @@ def _submitted_to_slurm(tmp_path, profile_file):
     """A study whose last submission (its ledger entry, as dispatch writes it) went to Slurm with a
     profile file that is gone (or, before profile files were recorded, none), then ``optbench submit``
     with neither --profile nor --executor: it must not fall back to training every run here."""
-    import json
+    from optbench import dispatch
 
     s = _plan(tmp_path)
-    (s / "submissions").mkdir()
-    path = str(tmp_path / profile_file) if profile_file else None
     entry = {"stamp": "20261207T000000-abcdef", "executor": "slurm", "profile": "gpu-cluster",
              "created": 0.0, "sbatch_calls": 1, "tasks": []}
     if profile_file:
-        entry["profile_path"] = path
-    (s / "submissions" / f"{entry['stamp']}.json").write_text(json.dumps(entry))
+        entry["profile_path"] = str(tmp_path / profile_file)
+    dispatch.write_ledger(s, entry)
     return ("submit", s)
 
 
